@@ -1,0 +1,31 @@
+"""Exception classes of ivg; every message names the value at fault and the fix."""
+
+from __future__ import annotations
+
+__all__ = [
+    "IvgError",
+    "ModelLoadError",
+    "PluginError",
+    "SpecError",
+    "VocabularyMismatchError",
+]
+
+
+class IvgError(Exception):
+    """Base class of every error that ivg raises on purpose."""
+
+
+class SpecError(IvgError, ValueError):
+    """A guidance spec, or a value derived from it, is invalid."""
+
+
+class PluginError(IvgError):
+    """A plugin failed to load, registered something invalid or failed in a hook."""
+
+
+class VocabularyMismatchError(SpecError):
+    """Two token-level participants map token strings to different ids."""
+
+
+class ModelLoadError(IvgError):
+    """A model or tokenizer could not be found or loaded."""

@@ -1,0 +1,158 @@
+"""Extension points: the runtime classes that plugins implement."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+import torch
+
+if TYPE_CHECKING:
+    from .decoder import Decoder
+    from .models import ModelStore
+    from .participant import Participant
+    from .specs import ModelRef
+
+__all__ = [
+    "BuildContext",
+    "ChunkScorer",
+    "Evaluator",
+    "ModelSource",
+    "ParticipantRequest",
+    "ResolvedModel",
+    "SearchStrategy",
+    "TokenGuide",
+]
+
+Level = Literal["token", "chunk"]
+Head = Literal["causal_lm", "token_rm"]
+Tracked = Literal["logprob", "output"]
+
+
+@dataclass(frozen=True)
+class ParticipantRequest:
+    """A model that a guide or scorer runs inside the decoder.
+
+    Attributes:
+        model: the model and its prompt template.
+        level: ``"token"`` runs the model at every step on base token ids and
+            requires the base vocabulary; ``"chunk"`` runs it at chunk
+            boundaries on the response text in its own tokenization (base ids
+            are reused when the vocabularies match).
+        head: ``"causal_lm"`` for next-token logits, ``"token_rm"`` for a
+            token reward model's Q values.
+        track: per-token values to record for every response token:
+            ``"logprob"`` (log-softmax of the output at the token) and
+            ``"output"`` (the raw output at the token, e.g. Q(s, a)).
+    """
+
+    model: ModelRef
+    level: Level = "token"
+    head: Head = "causal_lm"
+    track: tuple[Tracked, ...] = ()
+
+
+class BuildContext:
+    """What a spec's ``build`` receives: loaded participants and the model store."""
+
+    def __init__(self, participants: dict, base: Participant, store: ModelStore):
+        self._participants = participants
+        self.base = base
+        self.store = store
+
+    def participant(self, request: ParticipantRequest) -> Participant:
+        """Return the live participant that serves a request from ``participants()``.
+
+        Raises:
+            KeyError: the request was not declared by the spec's ``participants()``.
+        """
+        key = (request.model, request.head)
+        if key not in self._participants:
+            raise KeyError(
+                f"participant {request.model.name_or_path!r} ({request.head}) was "
+                "not declared; return it from the spec's participants() method"
+            )
+        return self._participants[key]
+
+
+class TokenGuide(ABC):
+    """Adds an adjustment to the base logits at every decoding step."""
+
+    @abstractmethod
+    def adjust(self, decoder: Decoder) -> torch.Tensor:
+        """Return the logit adjustment of shape (rows, vocab), already weighted.
+
+        ``decoder.token_output(participant)`` gives a token-level participant's
+        output for the next token, sliced to the shared vocabulary.
+        """
+
+
+class ChunkScorer(ABC):
+    """Scores every row's partial response at a chunk boundary."""
+
+    @abstractmethod
+    def score(self, decoder: Decoder) -> torch.Tensor:
+        """Return the unweighted score of every row, shape (rows,), float64.
+
+        Called at each chunk boundary and at the end, after the decoder has
+        brought the scorer's chunk-level participants up to date.
+        """
+
+    def select(self, index: torch.Tensor) -> None:  # noqa: B027
+        """Reorder per-row state kept by the scorer; rows become ``index`` (rows,)."""
+
+
+class SearchStrategy(ABC):
+    """Drives a decoder from the prompt to finished responses."""
+
+    @abstractmethod
+    def run(self, decoder: Decoder) -> torch.Tensor:
+        """Decode until every row has finished; return the chosen row per prompt.
+
+        Returns:
+            Row indices of shape (prompts,), one row of each prompt's block.
+        """
+
+
+class Evaluator(ABC):
+    """Scores finished responses with a golden reward after decoding."""
+
+    @abstractmethod
+    def evaluate(self, prompts: list[str], responses: list[str]) -> list[float]:
+        """Return one score per (prompt, response) pair."""
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """Arguments for ``from_pretrained`` that a model source produced.
+
+    Attributes:
+        path: Hub id or local folder.
+        revision: Hub revision, or None.
+        gguf_file: name of a GGUF file inside ``path``, when loading from GGUF.
+    """
+
+    path: str
+    revision: str | None = None
+    gguf_file: str | None = None
+    extra: dict = field(default_factory=dict)
+
+
+class ModelSource(ABC):
+    """Turns a ``ModelRef`` into something ``from_pretrained`` can load."""
+
+    def check(self, ref: ModelRef) -> None:  # noqa: B027
+        """Raise ValueError, naming the value and the fix, if ``ref`` is invalid.
+
+        Called while a spec is validated, so it must not load anything heavy.
+        """
+
+    @abstractmethod
+    def resolve(self, ref: ModelRef) -> ResolvedModel:
+        """Return the location of the model's files, converting them if needed."""
+
+    def describe(self) -> str:
+        """Return a one-line description for ``ivg plugins``."""
+        return type(self).__doc__.splitlines()[0] if type(self).__doc__ else ""
+

@@ -1,0 +1,415 @@
+"""Declarative guidance specs: models, sampling, value sources and search."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+import torch
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializeAsAny,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
+
+from .errors import SpecError
+
+if TYPE_CHECKING:
+    from .extension import (
+        BuildContext,
+        ChunkScorer,
+        Evaluator,
+        ParticipantRequest,
+        SearchStrategy,
+        TokenGuide,
+    )
+    from .registry import Registry
+
+__all__ = [
+    "ChunkScorerSpec",
+    "EvaluatorSpec",
+    "GuidanceSpec",
+    "ModelRef",
+    "PluginSpec",
+    "SamplingSpec",
+    "SearchSpec",
+    "SpecModel",
+    "TokenGuideSpec",
+    "format_validation_error",
+    "load_spec",
+]
+
+PROMPT_FIELD = "{prompt}"
+DTYPES = Literal["auto", "float32", "float64", "float16", "bfloat16"]
+
+
+class SpecModel(BaseModel):
+    """Base of every spec: unknown fields and non-finite floats are rejected."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+class ModelRef(SpecModel):
+    """A model in one role: where its weights come from and how prompts look."""
+
+    name_or_path: str = Field(
+        min_length=1,
+        description=(
+            "Hugging Face Hub id (such as 'openai-community/gpt2') or local "
+            "checkpoint folder; for other sources, the name that source resolves."
+        ),
+    )
+    source: str = Field(
+        "huggingface",
+        description=(
+            "Model source that resolves name_or_path: 'huggingface' for Hub ids "
+            "and local folders, or a kind registered by a plugin."
+        ),
+    )
+    revision: str | None = Field(
+        None,
+        description="Branch, tag or commit on the Hub; None means the default branch.",
+    )
+    dtype: DTYPES = Field(
+        "auto",
+        description=(
+            "Parameter dtype; 'auto' means bfloat16 on CUDA and float32 elsewhere."
+        ),
+    )
+    device: str = Field(
+        "auto",
+        description=(
+            "torch device such as 'cpu', 'cuda' or 'cuda:1'; 'auto' means the "
+            "first CUDA device when one is available, else the CPU."
+        ),
+    )
+    template: str = Field(
+        PROMPT_FIELD,
+        description=(
+            "Prompt template: '{prompt}' is replaced by the prompt text and every "
+            "other character, braces included, is kept as written."
+        ),
+    )
+
+    @field_validator("template")
+    @classmethod
+    def _check_template(cls, template: str) -> str:
+        count = template.count(PROMPT_FIELD)
+        if count != 1:
+            raise ValueError(
+                f"template {template!r} contains '{{prompt}}' {count} times; "
+                "write it exactly once where the prompt text goes"
+            )
+        return template
+
+    @field_validator("device")
+    @classmethod
+    def _check_device(cls, device: str) -> str:
+        if device == "auto":
+            return device
+        try:
+            torch.device(device)
+        except (RuntimeError, ValueError) as error:
+            raise ValueError(
+                f"device {device!r} is not a torch device ({error}); use 'auto', "
+                "'cpu', 'cuda', 'cuda:N' or 'mps'"
+            ) from None
+        return device
+
+    @field_validator("source")
+    @classmethod
+    def _check_source(cls, source: str, info: ValidationInfo) -> str:
+        registry = _registry_for(info)
+        if source not in registry.model_sources:
+            raise _unknown_kind("model source", source, registry.model_sources)
+        return source
+
+    @model_validator(mode="after")
+    def _check_with_source(self, info: ValidationInfo) -> ModelRef:
+        _registry_for(info).model_sources[self.source].check(self)
+        return self
+
+    def render(self, prompt: str) -> str:
+        """Return the template with the prompt text in place of '{prompt}'."""
+        return self.template.replace(PROMPT_FIELD, prompt)
+
+    def with_template(self, template: str) -> ModelRef:
+        """Return a copy of this reference with another prompt template."""
+        return self.model_validate({**self.model_dump(), "template": template})
+
+
+class SamplingSpec(SpecModel):
+    """How each next token is drawn from the guided logits."""
+
+    temperature: float = Field(
+        1.0,
+        ge=0.0,
+        description="Softmax temperature; 0 means greedy decoding (argmax).",
+    )
+    top_k: int | None = Field(
+        None,
+        ge=1,
+        description="Keep only the k most likely tokens; None keeps all of them.",
+    )
+    top_p: float = Field(
+        1.0,
+        gt=0.0,
+        le=1.0,
+        description="Nucleus sampling: keep the smallest set of tokens whose "
+        "probability sums to at least top_p; 1.0 keeps all of them.",
+    )
+    max_new_tokens: int = Field(
+        50, ge=1, description="Maximum number of response tokens per prompt."
+    )
+    stop_strings: list[str] = Field(
+        default_factory=list,
+        description=(
+            "A response ends when its text contains one of these strings; the "
+            "returned text stops before it."
+        ),
+    )
+    seed: int = Field(
+        0,
+        ge=0,
+        description="Run seed; each prompt draws from its own generator seeded "
+        "from this seed and the prompt's index.",
+    )
+
+    @field_validator("stop_strings")
+    @classmethod
+    def _check_stop_strings(cls, stop_strings: list[str]) -> list[str]:
+        if any(text == "" for text in stop_strings):
+            raise ValueError(
+                "stop_strings contains an empty string, which would end every "
+                "response at once; remove it"
+            )
+        return stop_strings
+
+
+class PluginSpec(SpecModel):
+    """Base of the spec classes that plugins register under a ``kind``."""
+
+    group: ClassVar[str] = ""
+    kind: str = Field(description="Registered kind that selects the plugin class.")
+
+    def participants(self) -> list[ParticipantRequest]:
+        """List the models this component runs inside the decoder."""
+        return []
+
+
+class TokenGuideSpec(PluginSpec):
+    """A token-level guide: adds a logit adjustment at every decoding step."""
+
+    group: ClassVar[str] = "token_guides"
+    weight: float = Field(1.0, description="Multiplier of the guide's adjustment.")
+
+    def build(self, context: BuildContext) -> TokenGuide:
+        """Create the runtime guide from loaded participants."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement build()")
+
+
+class ChunkScorerSpec(PluginSpec):
+    """A chunk-level scorer: scores partial responses at chunk boundaries."""
+
+    group: ClassVar[str] = "chunk_scorers"
+    coefficient: float = Field(
+        1.0, description="Weight of this score in the total that search ranks by."
+    )
+    name: str | None = Field(
+        None, description="Label of the score in results; default: the kind."
+    )
+
+    def build(self, context: BuildContext) -> ChunkScorer:
+        """Create the runtime scorer from loaded participants."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement build()")
+
+
+class SearchSpec(PluginSpec):
+    """A search strategy: drives the decoder and picks one response per prompt."""
+
+    group: ClassVar[str] = "search_strategies"
+
+    def rows_per_prompt(self) -> int:
+        """Return how many decoder rows each prompt needs."""
+        return 1
+
+    def needs_scores(self) -> bool:
+        """Return whether the strategy ranks rows, so it needs a chunk scorer."""
+        return self.rows_per_prompt() > 1
+
+    def build(self) -> SearchStrategy:
+        """Create the runtime strategy."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement build()")
+
+
+class EvaluatorSpec(PluginSpec):
+    """A golden evaluator: scores finished responses after decoding."""
+
+    group: ClassVar[str] = "evaluators"
+
+    def build(self, context: BuildContext) -> Evaluator:
+        """Create the runtime evaluator."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement build()")
+
+
+class GuidanceSpec(SpecModel):
+    """A whole guided decoding setup: base model, value sources and search."""
+
+    base: ModelRef = Field(description="The frozen model whose logits are guided.")
+    sampling: SamplingSpec = Field(
+        default_factory=SamplingSpec, description="Sampling and stopping settings."
+    )
+    token_guides: list[SerializeAsAny[TokenGuideSpec]] = Field(
+        default_factory=list,
+        description="Token-level guides whose adjustments add to the base logits.",
+    )
+    chunk_scorers: list[SerializeAsAny[ChunkScorerSpec]] = Field(
+        default_factory=list,
+        description="Chunk-level scorers; search ranks rows by their weighted sum.",
+    )
+    search: SerializeAsAny[SearchSpec] = Field(
+        default={"kind": "sampling"},
+        validate_default=True,
+        description="Search strategy; the default 'sampling' draws one response.",
+    )
+
+    @field_validator("token_guides", "chunk_scorers", mode="before")
+    @classmethod
+    def _resolve_list(cls, items: Any, info: ValidationInfo) -> Any:
+        if not isinstance(items, list | tuple):
+            return items
+        base = TokenGuideSpec if info.field_name == "token_guides" else ChunkScorerSpec
+        return _resolve_items(list(items), base, info)
+
+    @field_validator("search", mode="before")
+    @classmethod
+    def _resolve_search(cls, item: Any, info: ValidationInfo) -> Any:
+        return _resolve_items([item], SearchSpec, info, indexed=False)[0]
+
+    @model_validator(mode="after")
+    def _check_search_has_scores(self) -> GuidanceSpec:
+        if self.search.needs_scores() and not self.chunk_scorers:
+            raise ValueError(
+                f"search {self.search.kind!r} keeps "
+                f"{self.search.rows_per_prompt()} rows per prompt and ranks them, "
+                "but chunk_scorers is empty; add a chunk scorer or use "
+                "search={'kind': 'sampling'}"
+            )
+        return self
+
+    def scorer_names(self) -> list[str]:
+        """Return a unique label for each chunk scorer, in order."""
+        names: list[str] = []
+        for scorer in self.chunk_scorers:
+            label = scorer.name or scorer.kind
+            if label in names:
+                label = f"{label}_{len(names)}"
+            names.append(label)
+        return names
+
+
+def load_spec(data: dict[str, Any] | str | Path, registry: Registry | None = None):
+    """Validate a spec from a dict, a JSON string or a JSON file.
+
+    Raises:
+        SpecError: lists every invalid field with its path and value.
+    """
+    if isinstance(data, Path):
+        data = data.read_text(encoding="utf-8")
+    if isinstance(data, str):
+        try:
+            data = json.loads(data)
+        except json.JSONDecodeError as error:
+            raise SpecError(f"spec is not valid JSON: {error}") from None
+    context = {"registry": registry} if registry is not None else None
+    try:
+        return GuidanceSpec.model_validate(data, context=context)
+    except ValidationError as error:
+        raise SpecError(format_validation_error(error)) from None
+
+
+def format_validation_error(error: ValidationError) -> str:
+    """Render a pydantic error as one line per field: path, problem and value."""
+    lines = [f"invalid spec ({error.error_count()} errors):"]
+    for detail in error.errors(include_url=False):
+        path = ".".join(str(part) for part in detail["loc"]) or "<spec>"
+        value = detail.get("input")
+        shown = repr(value) if not isinstance(value, dict) else "{...}"
+        lines.append(f"  {path}: {detail['msg']} (got {shown})")
+    return "\n".join(lines)
+
+
+def _registry_for(info: ValidationInfo | None) -> Registry:
+    from .registry import current_registry
+
+    if info is not None and info.context and info.context.get("registry"):
+        return info.context["registry"]
+    return current_registry()
+
+
+def _unknown_kind(what: str, kind: object, known: dict[str, Any]):
+    allowed = ", ".join(sorted(known)) or "none"
+    return PydanticCustomError(
+        "unknown_kind",
+        "unknown {what} kind {kind!r}; registered kinds: {allowed}. Install and "
+        "enable the plugin that provides it (see IVG_LOAD_PLUGINS).",
+        {"what": what, "kind": kind, "allowed": allowed},
+    )
+
+
+def _resolve_items(
+    items: list[Any], base: type[PluginSpec], info: ValidationInfo, indexed=True
+) -> list[Any]:
+    """Validate each item as the spec class that its ``kind`` selects."""
+    registry = _registry_for(info)
+    known = registry.group(base.group)
+    resolved: list[Any] = []
+    errors: list[InitErrorDetails] = []
+    for index, item in enumerate(items):
+        prefix = (index,) if indexed else ()
+        try:
+            resolved.append(_resolve_item(item, base, known, info))
+        except PydanticCustomError as error:
+            errors.append(InitErrorDetails(type=error, loc=(*prefix, "kind"), input=item))
+        except ValidationError as error:
+            errors.extend(_nest_errors(error, prefix))
+    if errors:
+        raise ValidationError.from_exception_data(base.__name__, errors)
+    return resolved
+
+
+def _resolve_item(item, base, known, info):
+    what = base.group.removesuffix("s").replace("_", " ")
+    if isinstance(item, base):
+        if known.get(item.kind) is not type(item):
+            raise _unknown_kind(what, item.kind, known)
+        return item
+    if not isinstance(item, dict):
+        raise PydanticCustomError(
+            "invalid_plugin_spec",
+            "expected a {what} spec or a dict with a 'kind' field",
+            {"what": what},
+        )
+    kind = item.get("kind")
+    if kind not in known:
+        raise _unknown_kind(what, kind, known)
+    return known[kind].model_validate(item, context=info.context)
+
+
+def _nest_errors(error: ValidationError, prefix: tuple) -> list[InitErrorDetails]:
+    """Re-raise a nested item's errors under the item's position in the list."""
+    return [
+        InitErrorDetails(
+            type=PydanticCustomError(detail["type"], detail["msg"].replace("{", "{{")),
+            loc=(*prefix, *detail["loc"]),
+            input=detail["input"],
+        )
+        for detail in error.errors(include_url=False)
+    ]
