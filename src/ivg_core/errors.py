@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 __all__ = [
+    "GuidanceError",
     "IvgError",
     "ModelLoadError",
     "PluginError",
+    "SearchError",
     "SpecError",
     "VocabularyMismatchError",
 ]
@@ -29,3 +31,11 @@ class VocabularyMismatchError(SpecError):
 
 class ModelLoadError(IvgError):
     """A model or tokenizer could not be found or loaded."""
+
+
+class GuidanceError(IvgError):
+    """A guide or scorer produced values that cannot be sampled or ranked."""
+
+
+class SearchError(IvgError):
+    """A search strategy drove the decoder in a way that breaks its invariants."""

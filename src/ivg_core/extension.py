@@ -81,26 +81,39 @@ class TokenGuide(ABC):
 
     @abstractmethod
     def adjust(self, decoder: Decoder) -> torch.Tensor:
-        """Return the logit adjustment of shape (rows, vocab), already weighted.
+        """Return the unweighted logit adjustment, shape (active rows, vocab).
 
         ``decoder.token_output(participant)`` gives a token-level participant's
-        output for the next token, sliced to the shared vocabulary.
+        output for the next token, sliced to the base vocabulary, with rows in
+        the order of ``decoder.active_rows``. The decoder multiplies the result
+        by the guide's ``weight``. Return ``-inf`` to ban a token; NaN and
+        ``+inf`` are rejected.
         """
 
 
 class ChunkScorer(ABC):
-    """Scores every row's partial response at a chunk boundary."""
+    """Scores partial responses at chunk boundaries and finished responses."""
 
     @abstractmethod
-    def score(self, decoder: Decoder) -> torch.Tensor:
-        """Return the unweighted score of every row, shape (rows,), float64.
+    def score(self, decoder: Decoder, rows: torch.Tensor) -> torch.Tensor:
+        """Return the unweighted score of each requested row.
 
         Called at each chunk boundary and at the end, after the decoder has
-        brought the scorer's chunk-level participants up to date.
+        brought the scorer's chunk-level participants up to date;
+        ``decoder.tracked_values(participant, track)`` gives their per-row
+        running values. The decoder multiplies the result by the scorer's
+        ``coefficient``.
+
+        Args:
+            decoder: the decoder, for tracked values and response text.
+            rows: global row indices to score, shape (n,).
+
+        Returns:
+            scores of shape (n,).
         """
 
     def select(self, index: torch.Tensor) -> None:  # noqa: B027
-        """Reorder per-row state kept by the scorer; rows become ``index`` (rows,)."""
+        """Reorder per-row state kept by the scorer: row j becomes row index[j]."""
 
 
 class SearchStrategy(ABC):
@@ -155,4 +168,3 @@ class ModelSource(ABC):
     def describe(self) -> str:
         """Return a one-line description for ``ivg plugins``."""
         return type(self).__doc__.splitlines()[0] if type(self).__doc__ else ""
-

@@ -218,7 +218,9 @@ class Registry:
             builtin = _normalize(distribution or "") == BUILTIN_DISTRIBUTION
             wanted = {entry_point.name, _normalize(distribution or "")}
             if not builtin and allowed is not None and not wanted & allowed:
-                logger.debug("skipping plugin %r (not in %s)", entry_point.name, LOAD_ENV)
+                logger.debug(
+                    "skipping plugin %r (not in %s)", entry_point.name, LOAD_ENV
+                )
                 continue
             self.register(
                 _load_entry_point(entry_point, distribution),
@@ -271,8 +273,10 @@ def _check_unmarked_hooks(plugin: object, info: PluginInfo) -> None:
 def _registered_item(group: str, base: type | None, args: tuple, info: PluginInfo):
     """Validate one ``register(...)`` call and return (kind, registered value)."""
     if base is not None:
-        if len(args) != 1 or not isinstance(args[0], type) or not issubclass(
-            args[0], base
+        if (
+            len(args) != 1
+            or not isinstance(args[0], type)
+            or not issubclass(args[0], base)
         ):
             raise PluginError(
                 f"plugin {info.label()} called register{args!r} for {group}; pass "

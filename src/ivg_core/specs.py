@@ -377,7 +377,9 @@ def _resolve_items(
         try:
             resolved.append(_resolve_item(item, base, known, info))
         except PydanticCustomError as error:
-            errors.append(InitErrorDetails(type=error, loc=(*prefix, "kind"), input=item))
+            errors.append(
+                InitErrorDetails(type=error, loc=(*prefix, "kind"), input=item)
+            )
         except ValidationError as error:
             errors.extend(_nest_errors(error, prefix))
     if errors:

@@ -1,0 +1,1 @@
+"""Built-in ivg plugins, registered through the ``ivg`` entry-point group."""

@@ -1,0 +1,6 @@
+"""Entry point of ``python -m ivg``."""
+
+from ivg_core.cli import main
+
+if __name__ == "__main__":
+    main()

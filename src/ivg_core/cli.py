@@ -1,0 +1,113 @@
+"""The ``ivg`` command line: each command parses arguments and calls the library."""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import sys
+from importlib import metadata
+from pathlib import Path
+
+import click
+
+from .errors import IvgError
+from .registry import GROUPS, default_registry
+
+__all__ = ["main"]
+
+
+@click.group()
+@click.option("-v", "--verbose", count=True, help="Log more on stderr (-vv for debug).")
+def cli(verbose: int) -> None:
+    """Align a frozen language model at inference time with small value functions."""
+    level = [logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)]
+    logging.basicConfig(
+        level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
+    )
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the list as JSON.")
+def plugins(as_json: bool) -> None:
+    """List the loaded plugins with their hooks and registered kinds."""
+    registry = default_registry()
+    listing = [
+        {
+            "name": info.name,
+            "distribution": info.distribution,
+            "builtin": info.builtin,
+            "hooks": info.hooks,
+            "kinds": info.kinds,
+        }
+        for info in registry.plugins
+    ]
+    if as_json:
+        click.echo(json.dumps(listing, indent=2))
+        return
+    for entry in listing:
+        origin = "built-in" if entry["builtin"] else entry["distribution"] or "local"
+        click.echo(f"{entry['name']} ({origin})")
+        click.echo(f"  hooks: {', '.join(entry['hooks'])}")
+        for group in GROUPS:
+            if group in entry["kinds"]:
+                click.echo(f"  {group}: {', '.join(entry['kinds'][group])}")
+
+
+@cli.command()
+@click.option(
+    "--spec",
+    "spec_path",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Guidance spec as a JSON file.",
+)
+@click.option("--prompt", "prompts", multiple=True, help="A prompt; repeat for more.")
+@click.option(
+    "--prompts-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A text file with one prompt per line.",
+)
+@click.option("--batch-size", type=click.IntRange(min=1), help="Prompts per batch.")
+def generate(
+    spec_path: Path,
+    prompts: tuple[str, ...],
+    prompts_file: Path | None,
+    batch_size: int | None,
+) -> None:
+    """Decode prompts with a spec and print one JSON result per line."""
+    from .generator import GuidedGenerator
+
+    texts = list(prompts)
+    if prompts_file is not None:
+        lines = prompts_file.read_text(encoding="utf-8").splitlines()
+        texts.extend(line for line in lines if line.strip())
+    if not texts:
+        raise click.UsageError("no prompts; pass --prompt TEXT or --prompts-file FILE")
+    generator = GuidedGenerator(spec_path)
+    click.echo(f"decoding {len(texts)} prompts", err=True)
+    for result in generator.generate(texts, batch_size=batch_size):
+        click.echo(json.dumps(result.to_dict(), ensure_ascii=False))
+
+
+@cli.command()
+def env() -> None:
+    """Print versions of Python, ivg and its main dependencies, for bug reports."""
+    click.echo(f"python: {platform.python_version()} ({platform.platform()})")
+    for name in ("ivg", "torch", "transformers", "pluggy", "pydantic", "accelerate"):
+        try:
+            click.echo(f"{name}: {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            click.echo(f"{name}: not installed")
+    import torch
+
+    click.echo(f"cuda available: {torch.cuda.is_available()}")
+
+
+def main() -> None:
+    """Run the CLI; ivg errors become one-line messages and exit status 1."""
+    try:
+        cli(standalone_mode=True)
+    except IvgError as error:
+        click.echo(f"error: {error}", err=True)
+        sys.exit(1)

@@ -1,0 +1,366 @@
+"""The batched guided decoder: rows = prompts × rows per prompt, in one batch."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+
+from .errors import GuidanceError, SearchError
+from .participant import FedValues, Participant, ParticipantState, token_values
+from .results import GenerationResult
+from .sampling import Sampler
+from .stopping import FinishReason, StopChecker
+
+if TYPE_CHECKING:
+    from .generator import GuidedGenerator
+
+__all__ = ["Decoder", "TrackedValues"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrackedValues:
+    """Per-row running values of one participant's tracked quantity.
+
+    Attributes:
+        total: sum over the response tokens, shape (rows,), float64.
+        last: value at the last response token, shape (rows,), float64.
+        count: number of response tokens seen, shape (rows,).
+    """
+
+    total: torch.Tensor
+    last: torch.Tensor
+    count: torch.Tensor
+
+    @classmethod
+    def zeros(cls, rows: int) -> TrackedValues:
+        zeros = torch.zeros(rows, dtype=torch.float64)
+        return cls(zeros, zeros.clone(), torch.zeros(rows, dtype=torch.long))
+
+    def add(self, rows: torch.Tensor, fed: FedValues) -> None:
+        """Add the values of newly fed tokens to ``rows``."""
+        self.total[rows] += fed.total
+        self.count[rows] += fed.count
+        self.last[rows] = torch.where(fed.count > 0, fed.last, self.last[rows])
+
+    def replace(self, rows: torch.Tensor, fed: FedValues) -> None:
+        """Set ``rows`` to values computed over their whole response."""
+        self.total[rows] = fed.total
+        self.count[rows] = fed.count
+        self.last[rows] = fed.last
+
+    def select(self, index: torch.Tensor) -> None:
+        self.total, self.last, self.count = (
+            self.total[index],
+            self.last[index],
+            self.count[index],
+        )
+
+
+class Decoder:
+    """Decoding state of one batch of prompts, driven by a search strategy.
+
+    Global row ``r`` belongs to prompt ``r // rows_per_prompt``. The search
+    strategy calls ``decode`` to add tokens, ``score`` at chunk boundaries and
+    ``select`` to keep rows; finished rows stop changing and leave every
+    participant's KV cache.
+    """
+
+    def __init__(
+        self,
+        generator: GuidedGenerator,
+        prompts: list[str],
+        seeds: list[int],
+    ) -> None:
+        spec = generator.spec
+        self.generator = generator
+        self.prompts = prompts
+        self.rows_per_prompt = spec.search.rows_per_prompt()
+        self.num_prompts = len(prompts)
+        self.num_rows = self.num_prompts * self.rows_per_prompt
+        self.max_new_tokens = spec.sampling.max_new_tokens
+        self.steps = 0
+
+        n = self.num_rows
+        self.tokens = torch.zeros(n, self.max_new_tokens, dtype=torch.long)
+        self.lengths = torch.zeros(n, dtype=torch.long)
+        self.reasons = torch.zeros(n, dtype=torch.long)
+        self.scores = torch.zeros(len(generator.scorers), n, dtype=torch.float64)
+        self.scored = torch.zeros(n, dtype=torch.bool)
+        self.sampler = Sampler(spec.sampling, seeds, self.rows_per_prompt)
+        self.stop_checker = StopChecker(
+            generator.base.tokenizer,
+            spec.sampling.stop_strings,
+            generator.eos_token_ids,
+            self.max_new_tokens,
+        )
+        self.states = {p: ParticipantState(p) for p in generator.participants}
+        self.tracked = {
+            p: {track: TrackedValues.zeros(n) for track in p.tracks}
+            for p in generator.participants
+        }
+        self._prefill()
+
+    @property
+    def finished(self) -> torch.Tensor:
+        """Whether each row has ended, shape (rows,)."""
+        return self.reasons != FinishReason.NONE
+
+    @property
+    def active_rows(self) -> torch.Tensor:
+        """Global indices of the rows that are still decoding."""
+        return self.states[self.generator.base].rows
+
+    def prompt_of_rows(self) -> torch.Tensor:
+        """Return the prompt index of every row, shape (rows,)."""
+        return torch.arange(self.num_rows) // self.rows_per_prompt
+
+    def token_output(self, participant: Participant) -> torch.Tensor:
+        """Return a token-level participant's output for the next token.
+
+        Returns:
+            shape (active rows, vocab), sliced to the base vocabulary; rows are
+            in the order of ``active_rows``.
+        """
+        return self.states[participant].output[:, : self.generator.vocab_size]
+
+    def tracked_values(self, participant: Participant, track: str) -> TrackedValues:
+        """Return the running values of a participant's tracked quantity."""
+        return self.tracked[participant][track]
+
+    def decode(self, max_steps: int | None = None) -> None:
+        """Add up to ``max_steps`` tokens to every active row (all, when None)."""
+        limit = self.max_new_tokens if max_steps is None else max_steps
+        for _ in range(limit):
+            if self.active_rows.numel() == 0:
+                return
+            self._step()
+
+    def score(self) -> torch.Tensor:
+        """Bring chunk scores up to date and return each row's weighted total.
+
+        Returns:
+            float64 tensor of shape (rows,): the sum of coefficient × score.
+        """
+        stale = torch.nonzero(~self.scored).squeeze(-1)
+        if stale.numel() and self.generator.scorers:
+            self._update_chunk_participants()
+            for i, running in enumerate(self.generator.scorers):
+                values = running.scorer.score(self, stale)
+                self.scores[i, stale] = _checked_scores(values, stale, running.name)
+        self.scored[stale] = True
+        self._drop_finished_from_chunk_participants()
+        return self.total_scores()
+
+    def total_scores(self) -> torch.Tensor:
+        """Return coefficient × score summed over scorers, shape (rows,)."""
+        coefficients = torch.tensor(
+            [running.coefficient for running in self.generator.scorers],
+            dtype=torch.float64,
+        )
+        return (coefficients[:, None] * self.scores).sum(0)
+
+    def select(self, index: torch.Tensor) -> None:
+        """Make row ``j`` a copy of row ``index[j]``; rows stay within their prompt.
+
+        Raises:
+            SearchError: ``index`` has the wrong shape or crosses prompts.
+        """
+        index = index.to(torch.long).cpu()
+        self._check_selection(index)
+        self.tokens = self.tokens[index]
+        self.lengths = self.lengths[index]
+        self.reasons = self.reasons[index]
+        self.scores = self.scores[:, index]
+        self.scored = self.scored[index]
+        for values in self.tracked.values():
+            for tracked in values.values():
+                tracked.select(index)
+        for state in self.states.values():
+            self._select_state(state, index)
+        for running in self.generator.scorers:
+            running.scorer.select(index)
+
+    def results(self, chosen: torch.Tensor) -> list[GenerationResult]:
+        """Return the result of each prompt from its chosen row, shape (prompts,)."""
+        names = [running.name for running in self.generator.scorers]
+        totals = self.total_scores()
+        results = []
+        for prompt_index, row in enumerate(chosen.tolist()):
+            reason = FinishReason(int(self.reasons[row]))
+            ids = self.tokens[row, : self.lengths[row]]
+            results.append(
+                GenerationResult(
+                    prompt=self.prompts[prompt_index],
+                    text=self.stop_checker.text(ids, reason),
+                    token_ids=ids.tolist(),
+                    finish_reason=reason.label or "length",
+                    scores={n: float(self.scores[i, row]) for i, n in enumerate(names)},
+                    score=float(totals[row]) if names else None,
+                )
+            )
+        return results
+
+    def response_text(self, row: int) -> str:
+        """Return the current response text of a row, as results render it."""
+        ids = self.tokens[row, : self.lengths[row]]
+        return self.stop_checker.text(ids, FinishReason(int(self.reasons[row])))
+
+    def _prefill(self) -> None:
+        rows = torch.arange(self.num_rows)
+        expand = torch.arange(self.num_prompts).repeat_interleave(self.rows_per_prompt)
+        for participant, state in self.states.items():
+            ids = [participant.encode_prompt(prompt) for prompt in self.prompts]
+            state.prefill(ids, torch.arange(self.num_prompts))
+            state.select(expand, rows)
+
+    def _step(self) -> None:
+        base_state = self.states[self.generator.base]
+        active = base_state.rows
+        logits = self._guided_logits()
+        new_tokens = self.sampler.sample(
+            logits, active, self.tokens[active, : self.steps].to(logits.device)
+        )
+        self._track_token_level(new_tokens)
+        self.tokens[active, self.steps] = new_tokens.cpu()
+        self.lengths[active] += 1
+        self.scored[active] = False
+        self.steps += 1
+
+        reasons = self.stop_checker.check(
+            self.tokens[active], self.lengths[active], new_tokens
+        )
+        self.reasons[active] = reasons
+        going_on = torch.nonzero(reasons == FinishReason.NONE).squeeze(-1)
+        for state in self._token_level_states():
+            if going_on.numel() < active.numel():
+                state.select(going_on, active[going_on])
+            if going_on.numel():
+                state.feed(
+                    new_tokens[going_on.to(new_tokens.device)][:, None], _ones(going_on)
+                )
+
+    def _guided_logits(self) -> torch.Tensor:
+        logits = self.token_output(self.generator.base).clone()
+        for running in self.generator.guides:
+            adjustment = running.guide.adjust(self)
+            if torch.isnan(adjustment).any() or (adjustment == float("inf")).any():
+                raise GuidanceError(
+                    f"token guide {running.name!r} returned NaN or +inf logits; "
+                    "a guide may return -inf to ban tokens, but no NaN or +inf"
+                )
+            logits = logits + running.weight * adjustment.to(logits.dtype)
+        return logits
+
+    def _track_token_level(self, new_tokens: torch.Tensor) -> None:
+        active = self.active_rows
+        for state in self._token_level_states():
+            participant = state.participant
+            for track in participant.tracks:
+                values = token_values(state.output, new_tokens, track).cpu()
+                ones = torch.ones(active.numel(), dtype=torch.long)
+                self.tracked[participant][track].add(
+                    active, FedValues(values, values, ones)
+                )
+
+    def _token_level_states(self) -> list[ParticipantState]:
+        return [s for s in self.states.values() if s.participant.level == "token"]
+
+    def _chunk_level_states(self) -> list[ParticipantState]:
+        return [s for s in self.states.values() if s.participant.level == "chunk"]
+
+    def _update_chunk_participants(self) -> None:
+        for state in self._chunk_level_states():
+            participant = state.participant
+            rows = state.rows
+            if rows.numel() == 0:
+                continue
+            if participant.shares_base_vocabulary:
+                tokens, lengths = self._unfed_base_tokens(rows, state.fed)
+                fed = state.feed(tokens, lengths, participant.tracks)
+                for track, values in fed.items():
+                    self.tracked[participant][track].add(rows, values)
+            else:
+                texts = [self.response_text(row) for row in rows.tolist()]
+                tokens, lengths = _pad_right(
+                    [participant.encode_text(t) for t in texts]
+                )
+                fed = state.peek(tokens, lengths, participant.tracks)
+                for track, values in fed.items():
+                    self.tracked[participant][track].replace(rows, values)
+
+    def _unfed_base_tokens(
+        self, rows: torch.Tensor, fed: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        lengths = self.lengths[rows] - fed
+        width = int(lengths.max()) if lengths.numel() else 0
+        offsets = fed[:, None] + torch.arange(width)[None, :]
+        valid = torch.arange(width)[None, :] < lengths[:, None]
+        gathered = self.tokens[
+            rows[:, None], offsets.clamp(max=self.max_new_tokens - 1)
+        ]
+        return torch.where(valid, gathered, 0), lengths
+
+    def _drop_finished_from_chunk_participants(self) -> None:
+        for state in self._chunk_level_states():
+            going_on = torch.nonzero(~self.finished[state.rows]).squeeze(-1)
+            if going_on.numel() < state.rows.numel():
+                state.select(going_on, state.rows[going_on])
+
+    def _select_state(self, state: ParticipantState, index: torch.Tensor) -> None:
+        lookup = torch.full((self.num_rows,), -1, dtype=torch.long)
+        lookup[state.rows] = torch.arange(state.rows.numel())
+        source = lookup[index]
+        needed = ~self.finished
+        if state.participant.level == "chunk":
+            # A finished row whose score is stale still needs its chunk state.
+            needed = needed | ~self.scored
+        keep = (source >= 0) & needed
+        rows = torch.nonzero(keep).squeeze(-1)
+        state.select(source[rows], rows)
+
+    def _check_selection(self, index: torch.Tensor) -> None:
+        if index.shape != (self.num_rows,):
+            raise SearchError(
+                f"select() got an index of shape {tuple(index.shape)}; pass one "
+                f"source row per row, shape ({self.num_rows},)"
+            )
+        prompts = self.prompt_of_rows()
+        if (index < 0).any() or (index >= self.num_rows).any():
+            raise SearchError(f"select() got row indices outside [0, {self.num_rows})")
+        if (prompts[index] != prompts).any():
+            raise SearchError(
+                "select() moved a row to another prompt's block; keep row j's "
+                "source within rows of the same prompt"
+            )
+
+
+def _checked_scores(
+    values: torch.Tensor, rows: torch.Tensor, name: str
+) -> torch.Tensor:
+    values = torch.as_tensor(values).detach().to("cpu", torch.float64)
+    if values.shape != rows.shape:
+        raise GuidanceError(
+            f"chunk scorer {name!r} returned shape {tuple(values.shape)}; it must "
+            f"return one score per requested row, shape {tuple(rows.shape)}"
+        )
+    if torch.isnan(values).any():
+        raise GuidanceError(f"chunk scorer {name!r} returned NaN scores")
+    return values
+
+
+def _ones(rows: torch.Tensor) -> torch.Tensor:
+    return torch.ones(rows.numel(), dtype=torch.long)
+
+
+def _pad_right(sequences: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max((len(ids) for ids in sequences), default=0)
+    tokens = torch.zeros(len(sequences), width, dtype=torch.long)
+    for i, ids in enumerate(sequences):
+        tokens[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+    lengths = torch.tensor([len(ids) for ids in sequences], dtype=torch.long)
+    return tokens, lengths

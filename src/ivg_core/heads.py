@@ -1,0 +1,150 @@
+"""Model heads that participants run: causal LMs and token reward models."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from torch import nn
+from transformers import AutoModel, AutoModelForCausalLM
+from transformers.modeling_outputs import CausalLMOutputWithPast
+
+from .errors import ModelLoadError
+from .extension import ResolvedModel
+
+__all__ = ["SCORE_HEAD_KEY", "TokenRewardModel", "load_head_model"]
+
+logger = logging.getLogger(__name__)
+
+SCORE_HEAD_KEY = "score_head.weight"
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+
+
+class TokenRewardModel(nn.Module):
+    """A token reward model: a transformer backbone and a linear ``score_head``.
+
+    The head maps each hidden state to Q(s, a) for every token ``a`` of the
+    vocabulary, so ``forward`` returns Q values where a causal LM returns logits.
+    """
+
+    def __init__(self, backbone: nn.Module, score_head: nn.Linear) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.score_head = score_head
+        self.config = backbone.config
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        cache: Any = None,
+        use_cache: bool = True,
+        logits_to_keep: int = 0,
+    ) -> CausalLMOutputWithPast:
+        """Return Q values of shape (batch, kept positions, vocab) in ``logits``."""
+        output = self.backbone(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            cache=cache,
+            use_cache=use_cache,
+        )
+        hidden = output.last_hidden_state
+        if logits_to_keep:
+            hidden = hidden[:, -logits_to_keep:]
+        return CausalLMOutputWithPast(
+            logits=self.score_head(hidden), cache=output.cache
+        )
+
+
+def load_head_model(
+    resolved: ResolvedModel, head: str, dtype: torch.dtype, device: torch.device
+) -> nn.Module:
+    """Load the model of one head kind from resolved files, in eval mode."""
+    kwargs = dict(resolved.extra)
+    if resolved.revision is not None:
+        kwargs["revision"] = resolved.revision
+    if resolved.gguf_file is not None:
+        kwargs["gguf_file"] = resolved.gguf_file
+    if head == "causal_lm":
+        model = AutoModelForCausalLM.from_pretrained(
+            resolved.path, dtype=dtype, **kwargs
+        )
+    elif head == "token_rm":
+        model = _load_token_reward_model(resolved, dtype, kwargs)
+    else:
+        raise ValueError(f"unknown head {head!r}; use 'causal_lm' or 'token_rm'")
+    return model.to(device).eval()
+
+
+def _load_token_reward_model(
+    resolved: ResolvedModel, dtype: torch.dtype, kwargs: dict
+) -> TokenRewardModel:
+    backbone = AutoModel.from_pretrained(resolved.path, dtype=dtype, **kwargs)
+    weight = read_checkpoint_tensor(resolved, SCORE_HEAD_KEY)
+    hidden_size = backbone.config.get_text_config().hidden_size
+    if weight.dim() != 2 or weight.shape[1] != hidden_size:
+        raise ModelLoadError(
+            f"{SCORE_HEAD_KEY} of {resolved.path!r} has shape {tuple(weight.shape)}; "
+            f"a token reward model needs (vocab, {hidden_size})"
+        )
+    head = nn.Linear(weight.shape[1], weight.shape[0], bias=False, dtype=dtype)
+    with torch.no_grad():
+        head.weight.copy_(weight.to(dtype))
+    return TokenRewardModel(backbone, head)
+
+
+def read_checkpoint_tensor(resolved: ResolvedModel, key: str) -> torch.Tensor:
+    """Read one tensor by name from a checkpoint's weight files.
+
+    Raises:
+        ModelLoadError: no weight file of the checkpoint contains ``key``.
+    """
+    for name in WEIGHT_FILES:
+        path = _checkpoint_file(resolved, name)
+        if path is None:
+            continue
+        if name.endswith(".index.json"):
+            shard = json.loads(path.read_text())["weight_map"].get(key)
+            path = _checkpoint_file(resolved, shard) if shard else None
+            if path is None:
+                continue
+        tensor = _read_tensor(path, key)
+        if tensor is not None:
+            return tensor
+    raise ModelLoadError(
+        f"checkpoint {resolved.path!r} has no tensor {key!r}; a token reward model "
+        f"stores its head as {SCORE_HEAD_KEY} with shape (vocab, hidden)"
+    )
+
+
+def _checkpoint_file(resolved: ResolvedModel, name: str) -> Path | None:
+    folder = Path(resolved.path).expanduser()
+    if folder.is_dir():
+        path = folder / name
+        return path if path.is_file() else None
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
+
+    try:
+        return Path(hf_hub_download(resolved.path, name, revision=resolved.revision))
+    except EntryNotFoundError:
+        return None
+
+
+def _read_tensor(path: Path, key: str) -> torch.Tensor | None:
+    if path.suffix == ".safetensors":
+        with safe_open(str(path), framework="pt") as handle:
+            return handle.get_tensor(key) if key in handle.keys() else None
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    return state.get(key)

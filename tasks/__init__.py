@@ -1,0 +1,1 @@
+"""Task packages: prompt data, templates, presets and golden evaluation."""
