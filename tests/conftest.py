@@ -16,8 +16,11 @@ from transformers import (
     LlamaForCausalLM,
     PreTrainedTokenizerFast,
 )
+from transformers.utils import logging as hf_logging
 
 import ivg_core
+
+hf_logging.disable_progress_bar()
 
 EOS = "<|endoftext|>"
 BOS = "<s>"

@@ -221,7 +221,7 @@ class Decoder:
     def _step(self) -> None:
         base_state = self.states[self.generator.base]
         active = base_state.rows
-        logits = self._guided_logits()
+        logits = self.guided_logits()
         new_tokens = self.sampler.sample(
             logits, active, self.tokens[active, : self.steps].to(logits.device)
         )
@@ -244,7 +244,15 @@ class Decoder:
                     new_tokens[going_on.to(new_tokens.device)][:, None], _ones(going_on)
                 )
 
-    def _guided_logits(self) -> torch.Tensor:
+    def guided_logits(self) -> torch.Tensor:
+        """Return the base logits plus the weighted guide adjustments.
+
+        Returns:
+            shape (active rows, vocab), before temperature, top-k and top-p.
+
+        Raises:
+            GuidanceError: a guide returned NaN or +inf.
+        """
         logits = self.token_output(self.generator.base).clone()
         for running in self.generator.guides:
             adjustment = running.guide.adjust(self)
