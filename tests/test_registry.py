@@ -335,7 +335,7 @@ class UnmarkedClassPlugin:
 INVALID_HOOK_PLUGINS = [
     pytest.param(
         wrong_argument_plugin,
-        r"plugin 'wrong_argument' was rejected: .*\{'reg'\} are declared in the "
+        r"(?s)plugin 'wrong_argument' was rejected: .*\{'reg'\} are declared in the "
         r"hookimpl but can not be found in the hookspec",
         id="wrong_argument_name",
     ),
@@ -352,7 +352,7 @@ INVALID_HOOK_PLUGINS = [
     ),
     pytest.param(
         WrongArgumentClassPlugin,
-        r"plugin 'WrongArgumentClassPlugin' was rejected: .*\{'callback'\}",
+        r"(?s)plugin 'WrongArgumentClassPlugin' was rejected: .*\{'callback'\}",
         id="wrong_argument_in_class",
     ),
     pytest.param(
@@ -604,9 +604,8 @@ def register_calls(hook_name: str, *args) -> types.ModuleType:
     def hook(register):
         register(*args)
 
-    return make_plugin(
-        "bad_value", **{hook_name: hook, "ivg_register_tasks": register_leftover_task}
-    )
+    hooks = {"ivg_register_tasks": register_leftover_task, hook_name: hook}
+    return make_plugin("bad_value", **hooks)
 
 
 INVALID_REGISTER_CALLS = [

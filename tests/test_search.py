@@ -37,7 +37,7 @@ def run(spec: dict, registry, prompts=PROMPTS):
 
 
 class RecordingSearch(ChunkBeamSearch):
-    """Chunk beam search that records the scores, eligibility and choice of each step."""
+    """Chunk beam search that records scores, eligibility and choice per step."""
 
     def __init__(self, *args):
         super().__init__(*args)
