@@ -66,8 +66,8 @@ class EFTSpec(TokenGuideSpec):
             self.tuned
         ):
             raise ValueError(
-                f"tuned_weights has {len(self.tuned_weights)} values for "
-                f"{len(self.tuned)} tuned models; give one weight per tuned model"
+                f"tuned_weights has {len(self.tuned_weights)} value(s) for "
+                f"{len(self.tuned)} tuned model(s); give one weight per tuned model"
             )
         return self
 

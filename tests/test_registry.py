@@ -126,7 +126,9 @@ class MemorySource(ModelSource):
 
     def check(self, ref: ModelRef) -> None:
         if not ref.name_or_path.startswith("mem:"):
-            raise ValueError(f"memory model {ref.name_or_path!r} must start with mem:")
+            raise ValueError(
+                f"memory model {ref.name_or_path!r} is invalid; write it as 'mem:NAME'"
+            )
 
     def resolve(self, ref: ModelRef) -> ResolvedModel:
         return ResolvedModel(path=ref.name_or_path.removeprefix("mem:"))
@@ -412,28 +414,37 @@ def test_class_plugin_name_is_class_name(empty_registry):
     assert empty_registry.tasks == {"named": "task object"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "Registry.register unregisters an already registered plugin from pluggy "
-        "when the same object is registered again, while its kinds stay indexed"
-    ),
-)
-def test_same_plugin_twice_keeps_first(empty_registry):
-    plugin = make_plugin("twice", ivg_register_tasks=register_leftover_task)
-    empty_registry.register(plugin)
-    with pytest.raises(ivg_core.PluginError, match="plugin 'twice'"):
-        empty_registry.register(plugin)
-    assert empty_registry.plugin_manager.is_registered(plugin)
-
-
 def test_same_plugin_twice_rejected(empty_registry):
     plugin = make_plugin("twice", ivg_register_tasks=register_leftover_task)
     empty_registry.register(plugin)
-    with pytest.raises(ivg_core.PluginError, match="plugin 'twice' was rejected"):
+    with pytest.raises(
+        ivg_core.PluginError,
+        match="plugin 'twice' is already registered; register each plugin object once",
+    ):
         empty_registry.register(plugin)
+    assert empty_registry.plugin_manager.is_registered(plugin)
     assert [info.name for info in empty_registry.plugins] == ["twice"]
     assert list(empty_registry.tasks) == ["leftover"]
+
+
+def test_same_plugin_other_name_rejected(empty_registry):
+    plugin = make_plugin("twice", ivg_register_tasks=register_leftover_task)
+    empty_registry.register(plugin)
+    with pytest.raises(ivg_core.PluginError, match="plugin 'alias' is already"):
+        empty_registry.register(plugin, name="alias")
+    assert empty_registry.plugin_manager.is_registered(plugin)
+    assert [info.name for info in empty_registry.plugins] == ["twice"]
+
+
+def test_other_plugin_same_name_rejected(empty_registry):
+    first = make_plugin("shared", ivg_register_tasks=register_leftover_task)
+    second = make_plugin("shared", ivg_register_tasks=register_leftover_task)
+    empty_registry.register(first)
+    with pytest.raises(ivg_core.PluginError, match="plugin 'shared' was rejected"):
+        empty_registry.register(second)
+    assert empty_registry.plugin_manager.is_registered(first)
+    assert not empty_registry.plugin_manager.is_registered(second)
+    assert empty_registry.owner("tasks", "leftover").name == "shared"
 
 
 # Duplicate kinds.
@@ -799,16 +810,16 @@ def test_third_party_entry_point_info(install_distribution):
     assert registry.token_guides["extra_guide"].__module__ == EXTRA_MODULE
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "IVG_LOAD_PLUGINS names are normalized (underscores become dashes) but "
-        "entry-point names are compared as written, so 'extra_plugin' never matches"
-    ),
+@pytest.mark.parametrize(
+    "setting",
+    ["extra_plugin", "extra-plugin", "Extra_Plugin"],
+    ids=["as_written", "dashes", "mixed_case"],
 )
-def test_load_plugins_env_entry_name_underscore(install_distribution, monkeypatch):
+def test_load_plugins_env_entry_name_underscore(
+    install_distribution, monkeypatch, setting
+):
     install_distribution(EXTRA_MODULE, "extra_plugin", EXTRA_SOURCE, EXTRA_DISTRIBUTION)
-    monkeypatch.setenv(LOAD_ENV, "extra_plugin")
+    monkeypatch.setenv(LOAD_ENV, setting)
     registry = ivg_core.create_registry()
     assert "extra_guide" in registry.token_guides
 
@@ -928,7 +939,8 @@ def test_third_party_model_source_validates(third_party_registry):
 def test_third_party_model_source_check_runs(third_party_registry):
     with pytest.raises(
         ivg_core.SpecError,
-        match=r"base: Value error, memory model 'tiny' must start with mem:",
+        match=r"base: Value error, memory model 'tiny' is invalid; write it as "
+        r"'mem:NAME'",
     ):
         ivg_core.load_spec(
             {"base": {"name_or_path": "tiny", "source": "memory"}},

@@ -87,10 +87,32 @@ def load_head_model(
     return model.to(device).eval()
 
 
+class _HideScoreHeadReport(logging.Filter):
+    """Drops transformers' load report when its only finding is the score head.
+
+    The backbone loads without the head, so the head's weight is always an
+    unexpected key there; ivg reads it separately.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "LOAD REPORT" not in message:
+            return True
+        findings = [line for line in message.splitlines() if "|" in line]
+        findings = [line for line in findings[1:] if line.strip("-+| ")]
+        return not findings or any(SCORE_HEAD_KEY not in line for line in findings)
+
+
 def _load_token_reward_model(
     resolved: ResolvedModel, dtype: torch.dtype, kwargs: dict
 ) -> TokenRewardModel:
-    backbone = AutoModel.from_pretrained(resolved.path, dtype=dtype, **kwargs)
+    report_logger = logging.getLogger("transformers.modeling_utils")
+    report_filter = _HideScoreHeadReport()
+    report_logger.addFilter(report_filter)
+    try:
+        backbone = AutoModel.from_pretrained(resolved.path, dtype=dtype, **kwargs)
+    finally:
+        report_logger.removeFilter(report_filter)
     weight = read_checkpoint_tensor(resolved, SCORE_HEAD_KEY)
     hidden_size = backbone.config.get_text_config().hidden_size
     if weight.dim() != 2 or weight.shape[1] != hidden_size:

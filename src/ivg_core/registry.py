@@ -122,6 +122,11 @@ class Registry:
         """
         name = name or getattr(plugin, "__name__", None) or type(plugin).__name__
         info = PluginInfo(name=name, distribution=distribution, builtin=builtin)
+        if self.plugin_manager.is_registered(plugin):
+            raise PluginError(
+                f"plugin {info.label()} is already registered; register each "
+                "plugin object once"
+            )
         _check_unmarked_hooks(plugin, info)
         try:
             self.plugin_manager.register(plugin, name=name)
@@ -216,7 +221,7 @@ class Registry:
             seen.add((entry_point.name, entry_point.value))
             distribution = entry_point.dist.name if entry_point.dist else None
             builtin = _normalize(distribution or "") == BUILTIN_DISTRIBUTION
-            wanted = {entry_point.name, _normalize(distribution or "")}
+            wanted = {_normalize(entry_point.name), _normalize(distribution or "")}
             if not builtin and allowed is not None and not wanted & allowed:
                 logger.debug(
                     "skipping plugin %r (not in %s)", entry_point.name, LOAD_ENV

@@ -47,6 +47,12 @@ __all__ = [
 ]
 
 PROMPT_FIELD = "{prompt}"
+GROUP_LABELS = {
+    "token_guides": "token guide",
+    "chunk_scorers": "chunk scorer",
+    "search_strategies": "search strategy",
+    "evaluators": "evaluator",
+}
 DTYPES = Literal["auto", "float32", "float64", "float16", "bfloat16"]
 
 
@@ -337,7 +343,8 @@ def load_spec(data: dict[str, Any] | str | Path, registry: Registry | None = Non
 
 def format_validation_error(error: ValidationError) -> str:
     """Render a pydantic error as one line per field: path, problem and value."""
-    lines = [f"invalid spec ({error.error_count()} errors):"]
+    count = error.error_count()
+    lines = [f"invalid spec ({count} {'error' if count == 1 else 'errors'}):"]
     for detail in error.errors(include_url=False):
         path = ".".join(str(part) for part in detail["loc"]) or "<spec>"
         value = detail.get("input")
@@ -356,12 +363,11 @@ def _registry_for(info: ValidationInfo | None) -> Registry:
 
 def _unknown_kind(what: str, kind: object, known: dict[str, Any]):
     allowed = ", ".join(sorted(known)) or "none"
-    return PydanticCustomError(
-        "unknown_kind",
-        "unknown {what} kind {kind!r}; registered kinds: {allowed}. Install and "
-        "enable the plugin that provides it (see IVG_LOAD_PLUGINS).",
-        {"what": what, "kind": kind, "allowed": allowed},
+    message = (
+        f"unknown {what} kind {kind!r}; registered kinds: {allowed}. Install and "
+        "enable the plugin that provides it (see IVG_LOAD_PLUGINS)."
     )
+    return PydanticCustomError("unknown_kind", "{message}", {"message": message})
 
 
 def _resolve_items(
@@ -388,7 +394,7 @@ def _resolve_items(
 
 
 def _resolve_item(item, base, known, info):
-    what = base.group.removesuffix("s").replace("_", " ")
+    what = GROUP_LABELS[base.group]
     if isinstance(item, base):
         if known.get(item.kind) is not type(item):
             raise _unknown_kind(what, item.kind, known)
@@ -409,7 +415,9 @@ def _nest_errors(error: ValidationError, prefix: tuple) -> list[InitErrorDetails
     """Re-raise a nested item's errors under the item's position in the list."""
     return [
         InitErrorDetails(
-            type=PydanticCustomError(detail["type"], detail["msg"].replace("{", "{{")),
+            type=PydanticCustomError(
+                detail["type"], "{message}", {"message": detail["msg"]}
+            ),
             loc=(*prefix, *detail["loc"]),
             input=detail["input"],
         )
