@@ -171,6 +171,26 @@ def test_shared_model_loaded_once(gpt2_base, registry):
     assert generator.participants[0].model is generator.participants[1].model
 
 
+def test_untuned_equal_to_base_reuses_base(gpt2_base, gpt2_tuned, registry):
+    spec = {
+        "base": model_ref(gpt2_base),
+        "token_guides": [
+            {
+                "kind": "eft",
+                "tuned": model_ref(gpt2_tuned),
+                "untuned": model_ref(gpt2_base),
+            }
+        ],
+    }
+    generator = GuidedGenerator(spec, registry)
+
+    assert [p.ref.name_or_path for p in generator.participants] == [
+        str(gpt2_base),
+        str(gpt2_tuned),
+    ]
+    assert generator.guides[0].guide.untuned is generator.base
+
+
 def test_cli_generate_prints_json_lines(tmp_path, ivg_spec):
     spec_file = tmp_path / "spec.json"
     spec_file.write_text(json.dumps(ivg_spec))

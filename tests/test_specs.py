@@ -689,7 +689,9 @@ def test_object_spec_field_values(folders):
 
 
 def test_object_spec_rejects_invalid_field(folders):
-    with pytest.raises(pydantic.ValidationError, match=re.escape("tuned_weights has 1 value(s)")):
+    with pytest.raises(
+        pydantic.ValidationError, match=re.escape("tuned_weights has 1 value(s)")
+    ):
         EFTSpec(
             tuned=[ModelRef(**model_ref(folders["tuned"]))] * 2,
             untuned=ModelRef(**model_ref(folders["untuned"])),

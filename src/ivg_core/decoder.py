@@ -126,7 +126,8 @@ class Decoder:
             shape (active rows, vocab), sliced to the base vocabulary; rows are
             in the order of ``active_rows``.
         """
-        return self.states[participant].output[:, : self.generator.vocab_size]
+        output = self.states[participant].output[:, : self.generator.vocab_size]
+        return output.to(self.states[self.generator.base].device)
 
     def tracked_values(self, participant: Participant, track: str) -> TrackedValues:
         """Return the running values of a participant's tracked quantity."""
