@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -201,3 +202,39 @@ def registry() -> ivg_core.Registry:
 def model_ref(folder: Path, **fields) -> dict:
     """Return a model reference dict for a local folder, in float64 on the CPU."""
     return {"name_or_path": str(folder), "dtype": "float64", "device": "cpu", **fields}
+
+
+def find_shared_data() -> Path:
+    """Return the folder of real test data beside the checkout.
+
+    ``IVG_SHARED_DATA`` overrides the search; otherwise the first ``shared/data``
+    folder in a parent of this file wins, then ``/work/shared/data``.
+    """
+    if os.environ.get("IVG_SHARED_DATA"):
+        return Path(os.environ["IVG_SHARED_DATA"])
+    for parent in Path(__file__).resolve().parents:
+        if (parent / "shared" / "data").is_dir():
+            return parent / "shared" / "data"
+    return Path("/work/shared/data")
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    folder = find_shared_data()
+    assert folder.is_dir(), f"test data not found at {folder}; set IVG_SHARED_DATA"
+    return folder
+
+
+@pytest.fixture(scope="session")
+def imdb_csv(shared_data) -> Path:
+    return shared_data / "imdb" / "imdb_reviews_2000.csv"
+
+
+@pytest.fixture(scope="session")
+def embedded_cache(tmp_path_factory) -> Path:
+    """A cache folder for converted embedded models, shared by the session.
+
+    Tests that use embedded models set ``IVG_CACHE_DIR`` to it; the first such
+    test converts each model, later ones reuse the conversion.
+    """
+    return tmp_path_factory.mktemp("ivg-cache")

@@ -2,6 +2,7 @@
 
 from .decoder import Decoder, TrackedValues
 from .errors import (
+    DataError,
     GuidanceError,
     IvgError,
     ModelLoadError,
@@ -18,6 +19,8 @@ from .extension import (
     ParticipantRequest,
     ResolvedModel,
     SearchStrategy,
+    Task,
+    TaskPrompt,
     TokenGuide,
 )
 from .generator import GuidedGenerator, generate
@@ -38,6 +41,7 @@ from .specs import (
 )
 
 __all__ = [
+    "DataError",
     "BuildContext",
     "ChunkScorer",
     "ChunkScorerSpec",
@@ -63,6 +67,8 @@ __all__ = [
     "SearchSpec",
     "SearchStrategy",
     "SpecError",
+    "Task",
+    "TaskPrompt",
     "TokenGuide",
     "TokenGuideSpec",
     "TrackedValues",

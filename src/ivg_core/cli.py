@@ -91,6 +91,87 @@ def generate(
 
 
 @cli.command()
+@click.argument("task")
+@click.option("--preset", help="Preset of the task; default: the task's default.")
+@click.option(
+    "--method",
+    "methods",
+    multiple=True,
+    help="Method to run (repeat for several); 'all' or none runs every method.",
+)
+@click.option("--limit", type=click.IntRange(min=1), help="Use only the first N prompts.")
+@click.option(
+    "--prompts",
+    help="Prompt source: a CSV/JSONL/JSON/text file, 'builtin' or 'hf:DATASET[:SPLIT]'.",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("runs/latest"),
+    show_default=True,
+    help="Folder for generations.jsonl, report.json and report.md.",
+)
+@click.option("--seed", type=click.IntRange(min=0), help="Run seed of every method.")
+@click.option(
+    "--max-new-tokens",
+    type=click.IntRange(min=1),
+    help="Override the preset's maximum number of response tokens.",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=8,
+    show_default=True,
+    help="Prompts decoded together.",
+)
+def run(
+    task: str,
+    preset: str | None,
+    methods: tuple[str, ...],
+    limit: int | None,
+    prompts: str | None,
+    out_dir: Path,
+    seed: int | None,
+    max_new_tokens: int | None,
+    batch_size: int,
+) -> None:
+    """Run the methods of a task preset on the same prompts and report them."""
+    from .runner import RunOptions, run_task
+
+    options = RunOptions(
+        task=task,
+        preset=preset,
+        methods=list(methods) or None,
+        limit=limit,
+        prompts=prompts,
+        out_dir=out_dir,
+        seed=seed,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+    )
+    report = run_task(options)
+    click.echo(report.markdown())
+    click.echo(f"outputs written to {out_dir}", err=True)
+
+
+@cli.group()
+def spec() -> None:
+    """Show guidance specs."""
+
+
+@spec.command("show")
+@click.argument("task")
+@click.option("--preset", help="Preset of the task; default: the task's default.")
+@click.option("--method", required=True, help="Method whose spec to print.")
+def spec_show(task: str, preset: str | None, method: str) -> None:
+    """Print the spec of a task's method as JSON, to copy and edit."""
+    from .runner import resolved_spec
+
+    click.echo(json.dumps(resolved_spec(task, preset, method), indent=2))
+
+
+@cli.command()
 def env() -> None:
     """Print versions of Python, ivg and its main dependencies, for bug reports."""
     click.echo(f"python: {platform.python_version()} ({platform.platform()})")

@@ -84,6 +84,7 @@ class Decoder:
         self.num_rows = self.num_prompts * self.rows_per_prompt
         self.max_new_tokens = spec.sampling.max_new_tokens
         self.steps = 0
+        self.decoded_tokens = 0
 
         n = self.num_rows
         self.tokens = torch.zeros(n, self.max_new_tokens, dtype=torch.long)
@@ -206,6 +207,50 @@ class Decoder:
             )
         return results
 
+    def output_after(
+        self, participant: Participant, rows: torch.Tensor, suffix_ids: list[int]
+    ) -> torch.Tensor:
+        """Return a chunk-level participant's output after each row's response.
+
+        The participant reads the prompt in its template, the response (base
+        ids, or the response text in its own tokens) and then ``suffix_ids``.
+        Its cache is left as it was.
+
+        Args:
+            participant: a chunk-level participant of a scorer.
+            rows: global rows to read, shape (n,); they must be unscored or
+                still decoding.
+            suffix_ids: token ids in the participant's vocabulary.
+
+        Returns:
+            output of shape (n, participant vocabulary).
+        """
+        if participant.level != "chunk":
+            raise SearchError(
+                f"output_after() needs a chunk-level participant, and "
+                f"{participant.label!r} runs at the token level; request it with "
+                "level='chunk' and a tag of its own"
+            )
+        state = self.states[participant]
+        if participant.shares_base_vocabulary:
+            sequences = [list(suffix_ids) for _ in range(state.rows.numel())]
+        else:
+            sequences = [
+                participant.encode_text(self.response_text(row)) + list(suffix_ids)
+                for row in state.rows.tolist()
+            ]
+        tokens, lengths = _pad_right(sequences)
+        _, output = state.peek(tokens, lengths, frozenset())
+        lookup = torch.full((self.num_rows,), -1, dtype=torch.long)
+        lookup[state.rows] = torch.arange(state.rows.numel())
+        positions = lookup[rows]
+        if (positions < 0).any():
+            raise SearchError(
+                f"rows {rows[positions < 0].tolist()} have no cache in participant "
+                f"{participant.label!r}; read outputs only while scoring"
+            )
+        return output[positions.to(output.device)]
+
     def response_text(self, row: int) -> str:
         """Return the current response text of a row, as results render it."""
         ids = self.tokens[row, : self.lengths[row]]
@@ -231,6 +276,7 @@ class Decoder:
         self.lengths[active] += 1
         self.scored[active] = False
         self.steps += 1
+        self.decoded_tokens += active.numel()
 
         reasons = self.stop_checker.check(
             self.tokens[active], self.lengths[active], new_tokens
@@ -293,12 +339,12 @@ class Decoder:
                 fed = state.feed(tokens, lengths, participant.tracks)
                 for track, values in fed.items():
                     self.tracked[participant][track].add(rows, values)
-            else:
+            elif participant.tracks:
                 texts = [self.response_text(row) for row in rows.tolist()]
                 tokens, lengths = _pad_right(
                     [participant.encode_text(t) for t in texts]
                 )
-                fed = state.peek(tokens, lengths, participant.tracks)
+                fed, _ = state.peek(tokens, lengths, participant.tracks)
                 for track, values in fed.items():
                     self.tracked[participant][track].replace(rows, values)
 

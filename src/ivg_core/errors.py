@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 __all__ = [
+    "DataError",
     "GuidanceError",
     "IvgError",
     "ModelLoadError",
@@ -39,3 +40,7 @@ class GuidanceError(IvgError):
 
 class SearchError(IvgError):
     """A search strategy drove the decoder in a way that breaks its invariants."""
+
+
+class DataError(IvgError, ValueError):
+    """A data file or dataset is missing, unreadable or lacks a needed column."""

@@ -22,11 +22,13 @@ __all__ = [
     "ParticipantRequest",
     "ResolvedModel",
     "SearchStrategy",
+    "Task",
+    "TaskPrompt",
     "TokenGuide",
 ]
 
 Level = Literal["token", "chunk"]
-Head = Literal["causal_lm", "token_rm"]
+Head = Literal["causal_lm", "token_rm", "sequence_classifier"]
 Tracked = Literal["logprob", "output"]
 
 
@@ -45,12 +47,22 @@ class ParticipantRequest:
         track: per-token values to record for every response token:
             ``"logprob"`` (log-softmax of the output at the token) and
             ``"output"`` (the raw output at the token, e.g. Q(s, a)).
+        tag: requests for the same model, template and head share one
+            participant only when their tags are equal. A scorer that reads
+            ``Decoder.output_after`` uses a tag of its own, so that its
+            participant keeps every row's cache until the row is scored.
     """
 
     model: ModelRef
     level: Level = "token"
     head: Head = "causal_lm"
     track: tuple[Tracked, ...] = ()
+    tag: str = ""
+
+    @property
+    def key(self) -> tuple[ModelRef, str, str]:
+        """Return what identifies the participant that serves this request."""
+        return (self.model, self.head, self.tag)
 
 
 class BuildContext:
@@ -67,7 +79,7 @@ class BuildContext:
         Raises:
             KeyError: the request was not declared by the spec's ``participants()``.
         """
-        key = (request.model, request.head)
+        key = request.key
         if key not in self._participants:
             raise KeyError(
                 f"participant {request.model.name_or_path!r} ({request.head}) was "
@@ -134,6 +146,49 @@ class Evaluator(ABC):
     @abstractmethod
     def evaluate(self, prompts: list[str], responses: list[str]) -> list[float]:
         """Return one score per (prompt, response) pair."""
+
+
+@dataclass(frozen=True)
+class TaskPrompt:
+    """One prompt of a task, with the id that seeds its random generator.
+
+    Attributes:
+        id: a stable id, such as the row index in the data source; the same id
+            gives the same draws whatever other prompts run with it.
+        text: the prompt text, inserted into each model's template.
+    """
+
+    id: int | str
+    text: str
+
+
+class Task(ABC):
+    """A task: prompts, a guidance spec per preset and method, a golden evaluator."""
+
+    #: Preset used when the user names none.
+    default_preset: str = ""
+    #: One line shown by ``ivg run --help`` and ``ivg plugins``.
+    description: str = ""
+
+    @abstractmethod
+    def presets(self) -> list[str]:
+        """Return the names of the presets."""
+
+    @abstractmethod
+    def methods(self) -> list[str]:
+        """Return the names of the methods, the unguided baseline first."""
+
+    @abstractmethod
+    def spec(self, preset: str, method: str) -> dict:
+        """Return the guidance spec data of one method in one preset."""
+
+    @abstractmethod
+    def evaluator(self, preset: str) -> dict:
+        """Return the golden evaluator spec data of a preset."""
+
+    @abstractmethod
+    def load_prompts(self, preset: str, source: str | None) -> list[TaskPrompt]:
+        """Return the prompts of a source, or of the preset's default source."""
 
 
 @dataclass(frozen=True)

@@ -46,7 +46,8 @@ class GuidedGenerator:
     """A guidance spec with its models loaded, ready to decode prompts.
 
     Validation, the vocabulary check of token-level models included, happens
-    before any model weights are loaded.
+    before any model weights are loaded. ``decoded_tokens`` counts the tokens
+    sampled over all rows, beams and candidates included.
 
     Example:
         >>> generator = GuidedGenerator({"base": {"name_or_path": "gpt2"}})
@@ -57,12 +58,21 @@ class GuidedGenerator:
         self,
         spec: GuidanceSpec | dict[str, Any] | str | Path,
         registry: Registry | None = None,
+        store: ModelStore | None = None,
     ) -> None:
+        """Validate a spec, check vocabularies, then load its models.
+
+        Args:
+            spec: the spec, or its data as a dict, a JSON string or a JSON file.
+            registry: the plugin registry; default: the current registry.
+            store: a model store to share loaded models with other generators.
+        """
         self.registry = registry or current_registry()
         if not isinstance(spec, GuidanceSpec):
             spec = load_spec(spec, self.registry)
         self.spec = spec
-        self.store = ModelStore(self.registry)
+        self.store = store or ModelStore(self.registry)
+        self.decoded_tokens = 0
         requests = _merge_requests(self._requests())
         self._check_vocabularies(requests)
         self.participants = [self._load_participant(r) for r in requests.values()]
@@ -71,7 +81,7 @@ class GuidedGenerator:
         self._check_output_sizes()
         self.eos_token_ids = _eos_token_ids(self.base)
         context = BuildContext(
-            {(p.ref, p.head): p for p in self.participants}, self.base, self.store
+            {p.key: p for p in self.participants}, self.base, self.store
         )
         self.guides = [
             RunningGuide(spec.build(context), spec.weight, spec.kind)
@@ -121,6 +131,7 @@ class GuidedGenerator:
         with torch.inference_mode():
             decoder = Decoder(self, prompts, seeds)
             chosen = self.strategy.run(decoder)
+            self.decoded_tokens += decoder.decoded_tokens
             return decoder.results(chosen)
 
     def _requests(self) -> list[ParticipantRequest]:
@@ -148,6 +159,7 @@ class GuidedGenerator:
         return Participant(
             ref=request.model,
             head=request.head,
+            tag=request.tag,
             level=request.level,
             tracks=frozenset(request.track),
             model=model,
@@ -186,22 +198,24 @@ def generate(
 
 def _merge_requests(
     requests: list[ParticipantRequest],
-) -> dict[tuple[ModelRef, str], ParticipantRequest]:
+) -> dict[tuple[ModelRef, str, str], ParticipantRequest]:
     """Merge requests for the same model, template and head into one participant.
 
     A participant needed at the token level anywhere runs at the token level,
     and it records the union of the tracked values that its users need.
     """
-    merged: dict[tuple[ModelRef, str], ParticipantRequest] = {}
+    merged: dict[tuple[ModelRef, str, str], ParticipantRequest] = {}
     for request in requests:
-        key = (request.model, request.head)
+        key = request.key
         if key not in merged:
             merged[key] = request
             continue
         previous = merged[key]
         level = "token" if "token" in (previous.level, request.level) else "chunk"
         track = tuple(sorted(set(previous.track) | set(request.track)))
-        merged[key] = ParticipantRequest(request.model, level, request.head, track)
+        merged[key] = ParticipantRequest(
+            request.model, level, request.head, track, request.tag
+        )
     return merged
 
 

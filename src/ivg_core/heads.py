@@ -10,7 +10,11 @@ from typing import Any
 import torch
 from safetensors import safe_open
 from torch import nn
-from transformers import AutoModel, AutoModelForCausalLM
+from transformers import (
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+)
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from .errors import ModelLoadError
@@ -82,8 +86,15 @@ def load_head_model(
         )
     elif head == "token_rm":
         model = _load_token_reward_model(resolved, dtype, kwargs)
+    elif head == "sequence_classifier":
+        model = AutoModelForSequenceClassification.from_pretrained(
+            resolved.path, dtype=dtype, **kwargs
+        )
     else:
-        raise ValueError(f"unknown head {head!r}; use 'causal_lm' or 'token_rm'")
+        raise ValueError(
+            f"unknown head {head!r}; use 'causal_lm', 'token_rm' or "
+            "'sequence_classifier'"
+        )
     return model.to(device).eval()
 
 

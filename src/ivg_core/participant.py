@@ -25,6 +25,7 @@ class Participant:
     Attributes:
         ref: the model reference, template included.
         head: ``"causal_lm"`` or ``"token_rm"``.
+        tag: the tag of the requests it serves (see ``ParticipantRequest``).
         level: ``"token"`` participants run at every decoding step on base
             token ids; ``"chunk"`` participants catch up at chunk boundaries.
         tracks: per-token values recorded for every response token.
@@ -36,12 +37,18 @@ class Participant:
 
     ref: ModelRef
     head: str
+    tag: str
     level: str
     tracks: frozenset[str]
     model: nn.Module
     tokenizer: PreTrainedTokenizerBase
     shares_base_vocabulary: bool
     output_size: int
+
+    @property
+    def key(self) -> tuple[ModelRef, str, str]:
+        """Return the key of the requests this participant serves."""
+        return (self.ref, self.head, self.tag)
 
     @property
     def label(self) -> str:
@@ -188,22 +195,28 @@ class ParticipantState:
             offsets = torch.arange(start, stop, device=self.device)
             valid = offsets[None, :] < lengths[:, None]
             self._feed_block(tokens[:, start:stop], valid, tracks, sums, lasts)
-        self.fed += lengths.cpu()
+        self.fed = self.fed + lengths.cpu()
         count = lengths.cpu()
         return {t: FedValues(sums[t].cpu(), lasts[t].cpu(), count) for t in tracks}
 
     def peek(
         self, tokens: torch.Tensor, lengths: torch.Tensor, tracks: frozenset[str]
-    ) -> dict[str, FedValues]:
-        """Feed tokens as ``feed`` does, then restore the state from before."""
+    ) -> tuple[dict[str, FedValues], torch.Tensor]:
+        """Feed tokens as ``feed`` does, then restore the state from before.
+
+        Returns:
+            the tracked values of the fed tokens, and the output after each
+            row's last fed token, shape (rows, vocab).
+        """
         saved = (self.mask, self.next_position, self.output, self.fed)
         length_before = self.cache.get_seq_length()
         values = self.feed(tokens, lengths, tracks)
+        output = self.output
         added = self.cache.get_seq_length() - length_before
         if added:
             self.cache.crop(-added)
         self.mask, self.next_position, self.output, self.fed = saved
-        return values
+        return values, output
 
     def _feed_block(
         self,

@@ -1,0 +1,91 @@
+"""IMDB sentiment: continue the opening words of a movie review positively.
+
+Prompts are the first words of IMDB reviews. Sources, chosen with ``prompts``:
+
+- ``builtin``: review openings written for this project and shipped with it;
+- ``hf:DATASET[:SPLIT]``: a Hugging Face Hub dataset (default split ``test``),
+  such as ``hf:stanfordnlp/imdb`` or ``hf:ZHZisZZ/imdb_preference`` (the
+  reference runs' prompts);
+- a path to a CSV, JSON Lines, JSON or text file.
+
+A record's ``prompt`` column is used as it is; otherwise the first words of
+its ``text`` or ``review`` column, with ``<br />`` tags removed.
+"""
+
+from __future__ import annotations
+
+import re
+from importlib.resources import files
+
+from ivg_core import SpecError, Task, TaskPrompt, hookimpl
+from ivg_core.data import HUB_PREFIX, load_hub_dataset, read_records, require_column
+
+from .presets import METHODS, PRESETS, method_spec
+
+__all__ = ["SentimentTask", "review_opening"]
+
+DEFAULT_WORDS = 8
+BREAK_TAG = re.compile(r"<br\s*/?>", re.IGNORECASE)
+
+
+def review_opening(review: str, words: int = DEFAULT_WORDS) -> str:
+    """Return the first ``words`` words of a review, without ``<br />`` tags."""
+    text = BREAK_TAG.sub(" ", review)
+    return " ".join(text.split()[:words])
+
+
+class SentimentTask(Task):
+    """IMDB sentiment: continue review openings; higher sentiment is better."""
+
+    default_preset = "offline"
+    description = "IMDB review openings continued with positive sentiment"
+
+    def __init__(self, words: int = DEFAULT_WORDS) -> None:
+        self.words = words
+
+    def presets(self) -> list[str]:
+        return list(PRESETS)
+
+    def methods(self) -> list[str]:
+        return list(METHODS)
+
+    def spec(self, preset: str, method: str) -> dict:
+        return method_spec(self._preset(preset), method)
+
+    def evaluator(self, preset: str) -> dict:
+        return dict(self._preset(preset).evaluator)
+
+    def load_prompts(self, preset: str, source: str | None) -> list[TaskPrompt]:
+        source = source or self._preset(preset).prompts
+        if source == "builtin":
+            return self._builtin_prompts()
+        if source.startswith(HUB_PREFIX):
+            dataset, _, split = source.removeprefix(HUB_PREFIX).partition(":")
+            return self._prompts_from(load_hub_dataset(dataset, split or "test"), source)
+        return self._prompts_from(read_records(source), source)
+
+    def _builtin_prompts(self) -> list[TaskPrompt]:
+        text = files(__package__).joinpath("openings.txt").read_text(encoding="utf-8")
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        return [TaskPrompt(i, line) for i, line in enumerate(lines)]
+
+    def _prompts_from(self, records: list[dict], source: str) -> list[TaskPrompt]:
+        column = require_column(records, ["prompt", "text", "review"], source)
+        if column == "prompt":
+            return [TaskPrompt(i, str(r[column])) for i, r in enumerate(records)]
+        return [
+            TaskPrompt(i, review_opening(str(r[column]), self.words))
+            for i, r in enumerate(records)
+        ]
+
+    def _preset(self, preset: str):
+        if preset not in PRESETS:
+            raise SpecError(
+                f"unknown preset {preset!r}; presets: {', '.join(PRESETS)}"
+            )
+        return PRESETS[preset]
+
+
+@hookimpl
+def ivg_register_tasks(register) -> None:
+    register("sentiment", SentimentTask())
