@@ -29,13 +29,19 @@ class ChunkBeamSearchSpec(SearchSpec):
     """Chunk-level beam search: W hypotheses, K candidates each, L tokens a chunk."""
 
     kind: Literal["chunk_beam_search"] = "chunk_beam_search"
-    beam_width: int = Field(4, ge=1, description="Hypotheses kept per prompt (W).")
+    beam_width: int = Field(
+        4, ge=1, strict=True, description="Hypotheses kept per prompt (W)."
+    )
     num_candidates: int = Field(
-        4, ge=1, description="Continuations sampled from each hypothesis (K)."
+        4,
+        ge=1,
+        strict=True,
+        description="Continuations sampled from each hypothesis (K).",
     )
     chunk_length: int | None = Field(
         5,
         ge=1,
+        strict=True,
         description=(
             "Tokens per chunk (L) between scoring and selection; None decodes "
             "whole responses and selects once at the end (best-of-N)."
@@ -53,7 +59,9 @@ class BestOfNSpec(SearchSpec):
     """Best-of-N: sample N whole responses and keep the best-scoring one."""
 
     kind: Literal["best_of_n"] = "best_of_n"
-    n: int = Field(4, ge=1, description="Responses sampled per prompt (N).")
+    n: int = Field(
+        4, ge=1, strict=True, description="Responses sampled per prompt (N)."
+    )
 
     def rows_per_prompt(self) -> int:
         return self.n

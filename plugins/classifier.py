@@ -93,7 +93,9 @@ class ClassifierScorerSpec(ChunkScorerSpec):
     negative: str = Field("NEGATIVE", description=NEGATIVE_DESCRIPTION)
 
     def build(self, context: BuildContext) -> ClassifierScorer:
-        return ClassifierScorer(_load(context, self.model, self.positive, self.negative))
+        return ClassifierScorer(
+            _load(context, self.model, self.positive, self.negative)
+        )
 
 
 class ClassifierScorer(ChunkScorer):

@@ -112,11 +112,13 @@ def convert(name: str, folder: Path) -> Path:
             _write_checkpoint(gguf, staging, progress)
             if folder.exists():
                 shutil.rmtree(folder)
+            staging.chmod(0o755)  # mkdtemp creates 0700; the cache may be shared
             staging.rename(folder)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
             if gguf.is_relative_to(folder.parent):
                 gguf.unlink(missing_ok=True)
+                _remove_if_empty(gguf.parent)
     return folder
 
 
@@ -140,6 +142,13 @@ def _write_checkpoint(gguf: Path, staging: Path, progress: tqdm) -> None:
     progress.update()
 
 
+def _remove_if_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()
+    except OSError:
+        pass  # not empty, or already gone
+
+
 def _is_converted(folder: Path) -> bool:
     """Return whether ``folder`` holds a complete conversion.
 
@@ -151,9 +160,10 @@ def _is_converted(folder: Path) -> bool:
     if not marker.is_file():
         return False
     try:
-        sizes = json.loads(marker.read_text())["sizes"]
-    except (ValueError, KeyError) as error:
-        raise _corrupt(folder, f"{MARKER} is unreadable ({error})") from None
+        sizes = json.loads(marker.read_text(encoding="utf-8"))["sizes"]
+        sizes = {str(name): int(size) for name, size in sizes.items()}
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise _corrupt(folder, f"{MARKER} is unreadable ({error!r})") from None
     for name, size in sizes.items():
         path = folder / name
         if not path.is_file() or path.stat().st_size != size:

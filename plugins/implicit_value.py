@@ -9,6 +9,7 @@ by token as the response grows, never recomputed from the start.
 
 from __future__ import annotations
 
+import logging
 from typing import Literal
 
 import torch
@@ -26,6 +27,8 @@ from ivg_core import (
 )
 
 __all__ = ["ImplicitValue", "ImplicitValueSpec"]
+
+logger = logging.getLogger(__name__)
 
 TRACK = "logprob"
 
@@ -68,6 +71,11 @@ class ImplicitValueSpec(ChunkScorerSpec):
         return [ParticipantRequest(m, level="chunk", track=(TRACK,)) for m in models]
 
     def build(self, context: BuildContext) -> ImplicitValue:
+        if self.reference_free and self.untuned is not None:
+            logger.warning(
+                "implicit_value ignores untuned %r because reference_free is true",
+                self.untuned.name_or_path,
+            )
         tuned = context.participant(ParticipantRequest(self.tuned, level="chunk"))
         untuned = None
         if not self.reference_free:

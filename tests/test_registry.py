@@ -27,12 +27,25 @@ from ivg_plugins.implicit_value import ImplicitValueSpec
 from ivg_plugins.token_rm import TokenRMGuideSpec, TokenRMScorerSpec
 
 LOAD_ENV = "IVG_LOAD_PLUGINS"
+
+
+def checkpoint_folder(folder: Path) -> Path:
+    """Write a config.json into ``folder`` so that it passes as a checkpoint."""
+    (folder / "config.json").write_text("{}")
+    return folder
+
+
 BUILTIN_PLUGINS = [
     "chunk_beam_search",
+    "classifier",
     "eft",
+    "embedded",
     "huggingface",
     "implicit_value",
+    "lm_judge",
+    "sentiment",
     "token_rm",
+    "vader",
 ]
 
 EXTRA_MODULE = "ivg_test_extra"
@@ -882,7 +895,7 @@ def third_party_registry(registry) -> ivg_core.Registry:
 def test_third_party_kinds_validate_in_spec(third_party_registry, tmp_path):
     spec = ivg_core.load_spec(
         {
-            "base": model_ref(tmp_path),
+            "base": model_ref(checkpoint_folder(tmp_path)),
             "token_guides": [{"kind": "scale", "factor": 2.5, "weight": 0.5}],
             "chunk_scorers": [{"kind": "length"}],
             "search": {"kind": "greedy_search"},
@@ -900,13 +913,13 @@ def test_third_party_kinds_validate_in_spec(third_party_registry, tmp_path):
 def test_third_party_kind_mixes_with_builtins(third_party_registry, tmp_path):
     spec = ivg_core.load_spec(
         {
-            "base": model_ref(tmp_path),
+            "base": model_ref(checkpoint_folder(tmp_path)),
             "token_guides": [
                 {"kind": "scale"},
                 {
                     "kind": "eft",
-                    "tuned": model_ref(tmp_path),
-                    "untuned": model_ref(tmp_path),
+                    "tuned": model_ref(checkpoint_folder(tmp_path)),
+                    "untuned": model_ref(checkpoint_folder(tmp_path)),
                 },
             ],
         },
@@ -917,7 +930,7 @@ def test_third_party_kind_mixes_with_builtins(third_party_registry, tmp_path):
 
 def test_third_party_kind_field_checked(third_party_registry, tmp_path):
     spec = {
-        "base": model_ref(tmp_path),
+        "base": model_ref(checkpoint_folder(tmp_path)),
         "token_guides": [{"kind": "scale", "factor": 0.0}],
     }
     with pytest.raises(
@@ -949,7 +962,10 @@ def test_third_party_model_source_check_runs(third_party_registry):
 
 
 def test_third_party_kind_unknown_without_plugin(registry, tmp_path):
-    spec = {"base": model_ref(tmp_path), "token_guides": [{"kind": "scale"}]}
+    spec = {
+        "base": model_ref(checkpoint_folder(tmp_path)),
+        "token_guides": [{"kind": "scale"}],
+    }
     with pytest.raises(
         ivg_core.SpecError,
         match=r"token_guides\.0\.kind: unknown token guide kind .*registered "
@@ -970,7 +986,7 @@ UNKNOWN_KIND_SPECS = [
         "chunk_scorers",
         [{"kind": "nope"}],
         r"chunk_scorers\.0\.kind: unknown chunk scorer kind .*registered kinds: "
-        r"implicit_value, length, token_rm\.",
+        r"classifier, implicit_value, length, lm_judge, token_rm\.",
         id="chunk_scorer",
     ),
     pytest.param(
@@ -987,7 +1003,7 @@ UNKNOWN_KIND_SPECS = [
 def test_unknown_kind_lists_registered_kinds(
     third_party_registry, tmp_path, field, value, message
 ):
-    spec = {"base": model_ref(tmp_path), field: value}
+    spec = {"base": model_ref(checkpoint_folder(tmp_path)), field: value}
     with pytest.raises(ivg_core.SpecError, match=message):
         ivg_core.load_spec(spec, registry=third_party_registry)
 
@@ -997,7 +1013,7 @@ def test_unknown_model_source_lists_sources(third_party_registry, tmp_path):
     with pytest.raises(
         ivg_core.SpecError,
         match=r"base\.source: unknown model source kind .*registered kinds: "
-        r"huggingface, memory\. .*\(got 's3'\)",
+        r"embedded, huggingface, memory\. .*\(got 's3'\)",
     ):
         ivg_core.load_spec(spec, registry=third_party_registry)
 
@@ -1017,7 +1033,7 @@ def test_activated_registry_validates_objects(third_party_registry, tmp_path):
 def test_unregistered_spec_object_rejected(registry, tmp_path):
     with registry.activate(), pytest.raises(pydantic.ValidationError) as excinfo:
         ivg_core.GuidanceSpec(
-            base=ModelRef(**model_ref(tmp_path)),
+            base=ModelRef(**model_ref(checkpoint_folder(tmp_path))),
             token_guides=[ScaleGuideSpec()],
         )
     errors = excinfo.value.errors(include_url=False)
@@ -1029,6 +1045,6 @@ def test_spec_object_of_other_class_rejected(third_party_registry, tmp_path):
     # OtherScaleGuideSpec shares the kind 'scale' but is not the registered class.
     with third_party_registry.activate(), pytest.raises(pydantic.ValidationError):
         ivg_core.GuidanceSpec(
-            base=ModelRef(**model_ref(tmp_path)),
+            base=ModelRef(**model_ref(checkpoint_folder(tmp_path))),
             token_guides=[OtherScaleGuideSpec()],
         )

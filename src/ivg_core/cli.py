@@ -17,14 +17,24 @@ from .registry import GROUPS, default_registry
 __all__ = ["main"]
 
 
+LOGGERS = ("ivg", "ivg_core", "ivg_plugins", "ivg_tasks")
+
+
 @click.group()
-@click.option("-v", "--verbose", count=True, help="Log more on stderr (-vv for debug).")
-def cli(verbose: int) -> None:
+@click.version_option(package_name="ivg")
+@click.option("-v", "--verbose", is_flag=True, help="Log debug messages on stderr.")
+@click.option("-q", "--quiet", is_flag=True, help="Log only warnings and errors.")
+def cli(verbose: bool, quiet: bool) -> None:
     """Align a frozen language model at inference time with small value functions."""
-    level = [logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)]
-    logging.basicConfig(
-        level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
-    )
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    # ivg's loggers only: transformers keeps its own handler and verbosity.
+    for name in LOGGERS:
+        logger = logging.getLogger(name)
+        logger.handlers = [handler]
+        logger.setLevel(level)
+        logger.propagate = False
 
 
 @cli.command()
@@ -85,7 +95,7 @@ def generate(
     if not texts:
         raise click.UsageError("no prompts; pass --prompt TEXT or --prompts-file FILE")
     generator = GuidedGenerator(spec_path)
-    click.echo(f"decoding {len(texts)} prompts", err=True)
+    click.echo(f"decoding {len(texts)} prompt(s)", err=True)
     for result in generator.generate(texts, batch_size=batch_size):
         click.echo(json.dumps(result.to_dict(), ensure_ascii=False))
 
@@ -99,10 +109,13 @@ def generate(
     multiple=True,
     help="Method to run (repeat for several); 'all' or none runs every method.",
 )
-@click.option("--limit", type=click.IntRange(min=1), help="Use only the first N prompts.")
+@click.option(
+    "--limit", type=click.IntRange(min=1), help="Use only the first N prompts."
+)
 @click.option(
     "--prompts",
-    help="Prompt source: a CSV/JSONL/JSON/text file, 'builtin' or 'hf:DATASET[:SPLIT]'.",
+    help="Prompt source: a CSV, JSONL, JSON or text file, 'builtin', or "
+    "'hf:DATASET[:SPLIT]' for a Hugging Face Hub dataset.",
 )
 @click.option(
     "--out",

@@ -34,8 +34,7 @@ def read_records(path: str | Path) -> list[dict[str, Any]]:
         content = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as error:
         raise DataError(
-            f"data file {str(path)!r} is not valid UTF-8 ({error}); convert it "
-            "to UTF-8"
+            f"data file {str(path)!r} is not valid UTF-8 ({error}); convert it to UTF-8"
         ) from None
     records = _parse(path, content)
     if not records:

@@ -176,6 +176,7 @@ class Decoder:
         self._check_selection(index)
         self.tokens = self.tokens[index]
         self.lengths = self.lengths[index]
+        self.max_lengths = self.max_lengths[index]
         self.reasons = self.reasons[index]
         self.scores = self.scores[:, index]
         self.scored = self.scored[index]
@@ -259,10 +260,39 @@ class Decoder:
     def _prefill(self) -> None:
         rows = torch.arange(self.num_rows)
         expand = torch.arange(self.num_prompts).repeat_interleave(self.rows_per_prompt)
+        budgets = torch.full((self.num_prompts,), self.max_new_tokens)
         for participant, state in self.states.items():
-            ids = [participant.encode_prompt(prompt) for prompt in self.prompts]
+            ids = [self._fitted_prompt(participant, i) for i in range(self.num_prompts)]
             state.prefill(ids, torch.arange(self.num_prompts))
             state.select(expand, rows)
+            if participant.window is not None and participant.shares_base_vocabulary:
+                room = torch.tensor([participant.window - len(i) for i in ids])
+                budgets = torch.minimum(budgets, room)
+        self.max_lengths = budgets.repeat_interleave(self.rows_per_prompt)
+
+    def _fitted_prompt(self, participant: Participant, index: int) -> list[int]:
+        """Return a prompt's ids, cut from the left to leave room for a token.
+
+        A leading BOS token is kept. Every row of the prompt then ends when it
+        reaches the participant's context window (finish reason ``length``).
+        """
+        ids = participant.encode_prompt(self.prompts[index])
+        window = participant.window
+        if window is None or len(ids) < window:
+            return ids
+        keep_bos = ids[0] == participant.tokenizer.bos_token_id and window > 2
+        head = ids[:1] if keep_bos else []
+        kept = head + ids[len(ids) - (window - 1 - len(head)) :]
+        logger.warning(
+            "prompt %d has %d tokens for %s, whose context window is %d; "
+            "keeping its last %d tokens",
+            index,
+            len(ids),
+            participant.label,
+            window,
+            len(kept),
+        )
+        return kept
 
     def _step(self) -> None:
         base_state = self.states[self.generator.base]
@@ -279,7 +309,10 @@ class Decoder:
         self.decoded_tokens += active.numel()
 
         reasons = self.stop_checker.check(
-            self.tokens[active], self.lengths[active], new_tokens
+            self.tokens[active],
+            self.lengths[active],
+            new_tokens,
+            self.max_lengths[active],
         )
         self.reasons[active] = reasons
         going_on = torch.nonzero(reasons == FinishReason.NONE).squeeze(-1)
@@ -298,17 +331,22 @@ class Decoder:
             shape (active rows, vocab), before temperature, top-k and top-p.
 
         Raises:
-            GuidanceError: a guide returned NaN or +inf.
+            GuidanceError: a guide returned NaN, +inf or the wrong shape, or
+                the weighted sum overflowed.
         """
         logits = self.token_output(self.generator.base).clone()
         for running in self.generator.guides:
+            if running.weight == 0.0:
+                continue  # a zero weight turns the guide off, -inf bans included
             adjustment = running.guide.adjust(self)
-            if torch.isnan(adjustment).any() or (adjustment == float("inf")).any():
+            _check_adjustment(adjustment, logits.shape, running.name)
+            adjusted = adjustment.to(logits.device, logits.dtype)
+            logits = logits + running.weight * adjusted
+            if torch.isnan(logits).any() or (logits == float("inf")).any():
                 raise GuidanceError(
-                    f"token guide {running.name!r} returned NaN or +inf logits; "
-                    "a guide may return -inf to ban tokens, but no NaN or +inf"
+                    f"adding token guide {running.name!r} with weight "
+                    f"{running.weight} made the logits NaN or +inf; lower the weight"
                 )
-            logits = logits + running.weight * adjustment.to(logits.dtype)
         return logits
 
     def _track_token_level(self, new_tokens: torch.Tensor) -> None:
@@ -394,6 +432,19 @@ class Decoder:
             )
 
 
+def _check_adjustment(adjustment: torch.Tensor, shape: torch.Size, name: str) -> None:
+    if adjustment.shape != shape:
+        raise GuidanceError(
+            f"token guide {name!r} returned shape {tuple(adjustment.shape)}; it "
+            f"must return one adjustment per active row, shape {tuple(shape)}"
+        )
+    if torch.isnan(adjustment).any() or (adjustment == float("inf")).any():
+        raise GuidanceError(
+            f"token guide {name!r} returned NaN or +inf logits; a guide may "
+            "return -inf to ban tokens, but no NaN or +inf"
+        )
+
+
 def _checked_scores(
     values: torch.Tensor, rows: torch.Tensor, name: str
 ) -> torch.Tensor:
@@ -403,8 +454,11 @@ def _checked_scores(
             f"chunk scorer {name!r} returned shape {tuple(values.shape)}; it must "
             f"return one score per requested row, shape {tuple(rows.shape)}"
         )
-    if torch.isnan(values).any():
-        raise GuidanceError(f"chunk scorer {name!r} returned NaN scores")
+    if not torch.isfinite(values).all():
+        raise GuidanceError(
+            f"chunk scorer {name!r} returned NaN or infinite scores; scores must "
+            "be finite to rank rows"
+        )
     return values
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from .errors import SpecError
 from .extension import BuildContext, ChunkScorer, ParticipantRequest, TokenGuide
 from .models import ModelStore
 from .participant import Participant
@@ -110,12 +111,14 @@ class GuidedGenerator:
                 run seed give the same draws in any batch.
             batch_size: prompts per batch; default: all prompts in one batch.
         """
-        prompts = list(prompts)
-        ids = list(range(len(prompts))) if prompt_ids is None else list(prompt_ids)
-        if len(ids) != len(prompts):
+        prompts, ids = _checked_prompts(prompts, prompt_ids)
+        if batch_size is not None and (
+            not isinstance(batch_size, int)
+            or isinstance(batch_size, bool)
+            or batch_size < 1
+        ):
             raise ValueError(
-                f"got {len(prompts)} prompts and {len(ids)} prompt_ids; pass one "
-                "id per prompt"
+                f"batch_size must be a positive integer, got {batch_size!r}"
             )
         size = batch_size or max(len(prompts), 1)
         results: list[GenerationResult] = []
@@ -172,15 +175,15 @@ class GuidedGenerator:
 
     def _check_output_sizes(self) -> None:
         for participant in self.participants:
-            if (
-                participant.level == "token"
-                and participant.output_size < self.vocab_size
-            ):
-                raise ValueError(
-                    f"token-level model {participant.label!r} outputs "
-                    f"{participant.output_size} values per token but the base "
-                    f"vocabulary has {self.vocab_size} tokens; use a model with the "
-                    "base vocabulary"
+            reads_base_ids = participant.level == "token" or (
+                participant.shares_base_vocabulary and participant.tracks
+            )
+            if reads_base_ids and participant.output_size < self.vocab_size:
+                raise SpecError(
+                    f"model {participant.label!r} outputs {participant.output_size} "
+                    f"values per token but the base vocabulary has {self.vocab_size} "
+                    "tokens, so base token ids would fall outside its output; use "
+                    "a model with an output for every base token"
                 )
 
 
@@ -194,6 +197,27 @@ def generate(
     """Load a spec's models and decode prompts; see ``GuidedGenerator.generate``."""
     generator = GuidedGenerator(spec, registry=registry)
     return generator.generate(prompts, prompt_ids=prompt_ids, batch_size=batch_size)
+
+
+def _checked_prompts(
+    prompts: Sequence[str], prompt_ids: Sequence[int | str] | None
+) -> tuple[list[str], list[int | str]]:
+    if isinstance(prompts, str):
+        raise TypeError("prompts must be a list of strings, not one string; wrap it")
+    prompts = list(prompts)
+    wrong = [p for p in prompts if not isinstance(p, str)]
+    if wrong:
+        raise TypeError(f"every prompt must be a string, got {wrong[0]!r}")
+    ids = list(range(len(prompts))) if prompt_ids is None else list(prompt_ids)
+    if len(ids) != len(prompts):
+        raise ValueError(
+            f"got {len(prompts)} prompts and {len(ids)} prompt_ids; pass one id "
+            "per prompt"
+        )
+    bad = [i for i in ids if not isinstance(i, int | str) or isinstance(i, bool)]
+    if bad:
+        raise TypeError(f"prompt ids must be integers or strings, got {bad[0]!r}")
+    return prompts, ids
 
 
 def _merge_requests(

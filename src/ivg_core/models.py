@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -76,6 +77,7 @@ class ModelStore:
             self._tokenizers[key] = _load(
                 "tokenizer",
                 ref,
+                resolved,
                 lambda: AutoTokenizer.from_pretrained(
                     resolved.path, **_file_kwargs(resolved)
                 ),
@@ -99,6 +101,7 @@ class ModelStore:
             self._models[key] = _load(
                 "model",
                 ref,
+                resolved,
                 lambda: load_head_model(resolved, head, dtype, device),
             )
         return self._models[key]
@@ -117,13 +120,15 @@ def _file_kwargs(resolved: ResolvedModel) -> dict[str, Any]:
     return kwargs
 
 
-def _load(what: str, ref: ModelRef, load: Any) -> Any:
+def _load(what: str, ref: ModelRef, resolved: ResolvedModel, load: Any) -> Any:
     try:
         return load()
     except ModelLoadError:
         raise
-    except (OSError, ValueError) as error:
+    except Exception as error:  # loaders raise many types for bad files
+        reason = str(error).strip().rstrip(".")
+        hint = "" if Path(resolved.path).is_dir() else f" {OFFLINE_HINT}"
         raise ModelLoadError(
-            f"could not load the {what} of {ref.name_or_path!r} "
-            f"(source {ref.source!r}): {error}. {OFFLINE_HINT}"
+            f"could not load the {what} of {ref.name_or_path!r} (source "
+            f"{ref.source!r}): {type(error).__name__}: {reason}.{hint}"
         ) from error

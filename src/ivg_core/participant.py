@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from transformers import DynamicCache, PreTrainedTokenizerBase
 
-from .errors import SpecError
+from .errors import GuidanceError, SpecError
 from .specs import ModelRef
 
 __all__ = ["FedValues", "Participant", "ParticipantState", "token_values"]
@@ -55,6 +55,12 @@ class Participant:
         """Return a short name for messages: the model and, for a RM, its head."""
         suffix = "" if self.head == "causal_lm" else f" ({self.head})"
         return f"{self.ref.name_or_path}{suffix}"
+
+    @property
+    def window(self) -> int | None:
+        """Return the context window in tokens, or None when the config has none."""
+        config = self.model.config.get_text_config()
+        return getattr(config, "max_position_embeddings", None)
 
     @property
     def device(self) -> torch.device:
@@ -181,6 +187,7 @@ class ParticipantState:
         """
         tokens, lengths = tokens.to(self.device), lengths.to(self.device)
         rows, width = tokens.shape
+        self._check_window(lengths)
         sums = {
             t: torch.zeros(rows, dtype=torch.float64, device=self.device)
             for t in tracks
@@ -198,6 +205,18 @@ class ParticipantState:
         self.fed = self.fed + lengths.cpu()
         count = lengths.cpu()
         return {t: FedValues(sums[t].cpu(), lasts[t].cpu(), count) for t in tracks}
+
+    def _check_window(self, lengths: torch.Tensor) -> None:
+        window = self.participant.window
+        if window is None or lengths.numel() == 0:
+            return
+        needed = int((self.next_position + lengths).max())
+        if needed > window:
+            raise GuidanceError(
+                f"{self.participant.label!r} would need {needed} positions, more "
+                f"than its context window of {window}; lower max_new_tokens or "
+                "use shorter prompts"
+            )
 
     def peek(
         self, tokens: torch.Tensor, lengths: torch.Tensor, tracks: frozenset[str]

@@ -215,6 +215,7 @@ class Registry:
                 names) to load; None loads all. Built-in plugins always load.
         """
         seen: set[tuple[str, str]] = set()
+        matched: set[str] = set()
         for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
             if (entry_point.name, entry_point.value) in seen:
                 continue
@@ -227,11 +228,16 @@ class Registry:
                     "skipping plugin %r (not in %s)", entry_point.name, LOAD_ENV
                 )
                 continue
+            matched |= wanted
             self.register(
                 _load_entry_point(entry_point, distribution),
                 name=entry_point.name,
                 distribution=distribution,
                 builtin=builtin,
+            )
+        for name in sorted((allowed or set()) - matched):
+            logger.warning(
+                "%s names %r, but no installed plugin has that name", LOAD_ENV, name
             )
 
     def _enable_tracing(self) -> None:

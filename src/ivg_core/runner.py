@@ -94,7 +94,9 @@ def run_task(options: RunOptions, registry: Registry | None = None) -> RunReport
         method: _run_method(method, specs[method], prompts, options, registry, store)
         for method in methods
     }
-    return _write_outputs(task, options, preset, prompts, outcomes, evaluator, evaluator_spec)
+    return _write_outputs(
+        task, options, preset, prompts, outcomes, evaluator, evaluator_spec
+    )
 
 
 @dataclass

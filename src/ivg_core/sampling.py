@@ -22,9 +22,10 @@ def derive_seed(run_seed: int, prompt_id: int | str) -> int:
     """Return the seed of one prompt's generator, from the run seed and its id.
 
     The seed depends on nothing else, so a prompt draws the same tokens
-    whichever prompts share its batch.
+    whichever prompts share its batch. The id's type counts: 1 and "1" differ.
     """
-    digest = hashlib.sha256(f"{run_seed}:{prompt_id}".encode()).digest()
+    text = f"{run_seed}:{type(prompt_id).__name__}:{prompt_id}"
+    digest = hashlib.sha256(text.encode()).digest()
     return int.from_bytes(digest[:8], "little") & (2**63 - 1)
 
 

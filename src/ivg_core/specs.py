@@ -121,12 +121,13 @@ class ModelRef(SpecModel):
         if device == "auto":
             return device
         try:
-            torch.device(device)
+            parsed = torch.device(device)
         except (RuntimeError, ValueError) as error:
             raise ValueError(
                 f"device {device!r} is not a torch device ({error}); use 'auto', "
                 "'cpu', 'cuda', 'cuda:N' or 'mps'"
             ) from None
+        _check_device_available(parsed, device)
         return device
 
     @field_validator("source")
@@ -161,6 +162,7 @@ class SamplingSpec(SpecModel):
     )
     top_k: int | None = Field(
         None,
+        strict=True,
         ge=1,
         description="Keep only the k most likely tokens; None keeps all of them.",
     )
@@ -172,7 +174,10 @@ class SamplingSpec(SpecModel):
         "probability sums to at least top_p; 1.0 keeps all of them.",
     )
     max_new_tokens: int = Field(
-        50, ge=1, description="Maximum number of response tokens per prompt."
+        50,
+        ge=1,
+        strict=True,
+        description="Maximum number of response tokens per prompt.",
     )
     stop_strings: list[str] = Field(
         default_factory=list,
@@ -184,6 +189,7 @@ class SamplingSpec(SpecModel):
     seed: int = Field(
         0,
         ge=0,
+        strict=True,
         description="Run seed; each prompt draws from its own generator seeded "
         "from this seed and the prompt's index.",
     )
@@ -315,20 +321,28 @@ class GuidanceSpec(SpecModel):
         names: list[str] = []
         for scorer in self.chunk_scorers:
             label = scorer.name or scorer.kind
-            if label in names:
-                label = f"{label}_{len(names)}"
+            suffix = 2
+            while label in names:
+                label = f"{scorer.name or scorer.kind}_{suffix}"
+                suffix += 1
             names.append(label)
         return names
 
 
 def load_spec(data: dict[str, Any] | str | Path, registry: Registry | None = None):
-    """Validate a spec from a dict, a JSON string or a JSON file.
+    """Validate a spec from a dict, a JSON string or the path of a JSON file.
+
+    A string that is blank or starts with ``{`` or ``[`` is JSON text; any
+    other string is a path.
 
     Raises:
-        SpecError: lists every invalid field with its path and value.
+        SpecError: lists every invalid field with its path and value, or says
+            why the file could not be read.
     """
+    if isinstance(data, str) and data.strip() and data.lstrip()[0] not in "{[":
+        data = Path(data)
     if isinstance(data, Path):
-        data = data.read_text(encoding="utf-8")
+        data = _read_spec_file(data)
     if isinstance(data, str):
         try:
             data = json.loads(data)
@@ -339,6 +353,40 @@ def load_spec(data: dict[str, Any] | str | Path, registry: Registry | None = Non
         return GuidanceSpec.model_validate(data, context=context)
     except ValidationError as error:
         raise SpecError(format_validation_error(error)) from None
+
+
+def _check_device_available(parsed: torch.device, device: str) -> None:
+    if parsed.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(
+                f"device {device!r} needs CUDA, which this torch build or machine "
+                "does not have; use 'cpu' or 'auto'"
+            )
+        if parsed.index is not None and parsed.index >= count:
+            raise ValueError(
+                f"device {device!r} does not exist: this machine has {count} CUDA "
+                f"device(s), cuda:0 to cuda:{count - 1}"
+            )
+    elif parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(
+            f"device {device!r} is not available here; use 'cpu' or 'auto'"
+        )
+    elif parsed.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(
+            f"device {device!r} is not supported; use 'cpu', 'cuda' or 'mps'"
+        )
+
+
+def _read_spec_file(path: Path) -> str:
+    if not path.is_file():
+        raise SpecError(f"spec file {str(path)!r} does not exist or is not a file")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise SpecError(
+            f"spec file {str(path)!r} is not valid UTF-8 ({error}); save it as UTF-8"
+        ) from None
 
 
 def format_validation_error(error: ValidationError) -> str:

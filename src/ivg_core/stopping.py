@@ -44,7 +44,11 @@ class StopChecker:
         self.max_new_tokens = max_new_tokens
 
     def check(
-        self, tokens: torch.Tensor, lengths: torch.Tensor, new_tokens: torch.Tensor
+        self,
+        tokens: torch.Tensor,
+        lengths: torch.Tensor,
+        new_tokens: torch.Tensor,
+        max_lengths: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Return the finish reason of each row after its newest token.
 
@@ -52,12 +56,15 @@ class StopChecker:
             tokens: response ids of the rows, shape (rows, max_new_tokens).
             lengths: response lengths, newest token included, shape (rows,).
             new_tokens: the newest token of each row, shape (rows,).
+            max_lengths: each row's length limit, shape (rows,); default:
+                ``max_new_tokens`` for every row.
 
         Returns:
             ``FinishReason`` values of shape (rows,), ``NONE`` for rows that go on.
         """
         reasons = torch.full_like(lengths, FinishReason.NONE)
-        reasons[lengths >= self.max_new_tokens] = FinishReason.LENGTH
+        limit = self.max_new_tokens if max_lengths is None else max_lengths
+        reasons[lengths >= limit] = FinishReason.LENGTH
         if self.stop_strings:
             for i in range(len(lengths)):
                 text = self._raw_text(tokens[i, : lengths[i]])

@@ -61,7 +61,9 @@ class SentimentTask(Task):
             return self._builtin_prompts()
         if source.startswith(HUB_PREFIX):
             dataset, _, split = source.removeprefix(HUB_PREFIX).partition(":")
-            return self._prompts_from(load_hub_dataset(dataset, split or "test"), source)
+            return self._prompts_from(
+                load_hub_dataset(dataset, split or "test"), source
+            )
         return self._prompts_from(read_records(source), source)
 
     def _builtin_prompts(self) -> list[TaskPrompt]:
@@ -80,9 +82,7 @@ class SentimentTask(Task):
 
     def _preset(self, preset: str):
         if preset not in PRESETS:
-            raise SpecError(
-                f"unknown preset {preset!r}; presets: {', '.join(PRESETS)}"
-            )
+            raise SpecError(f"unknown preset {preset!r}; presets: {', '.join(PRESETS)}")
         return PRESETS[preset]
 
 
