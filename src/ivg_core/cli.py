@@ -134,7 +134,7 @@ def generate(
 @click.option(
     "--batch-size",
     type=click.IntRange(min=1),
-    default=8,
+    default=16,
     show_default=True,
     help="Prompts decoded together.",
 )

@@ -53,7 +53,7 @@ class RunOptions:
     out_dir: Path = Path("runs")
     seed: int | None = None
     max_new_tokens: int | None = None
-    batch_size: int = 8
+    batch_size: int = 16
     progress: bool = True
 
 

@@ -81,6 +81,9 @@ PAPER = Preset(
 # Offline: the same model as untuned (the base's own template) and as tuned
 # (a template that asks for a positive review) forms a prompted pair; a
 # second embedded model judges sentiment zero-shot; VADER is the golden reward.
+# With the untuned model equal to the base, EFT at weight w samples from
+# (1 − w)·ℓ_base + w·ℓ_tuned; w = 2 extrapolates past the tuned template, which
+# moved VADER by about +0.29 on 64 IMDB prompts where w = 1 moved it by +0.01.
 OFFLINE_MODEL = "smollm2-135m-instruct"
 OFFLINE_JUDGE = "gemma-3-270m"
 OFFLINE = Preset(
@@ -104,7 +107,7 @@ OFFLINE = Preset(
     beam_width=2,
     num_candidates=2,
     chunk_length=8,
-    eft_weight=1.0,
+    eft_weight=2.0,
     evaluator={"kind": "vader"},
     prompts="builtin",
 )
