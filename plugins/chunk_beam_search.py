@@ -83,8 +83,8 @@ class ChunkBeamSearch(SearchStrategy):
     """Runs chunk-level beam search on a decoder.
 
     Rows of a prompt are laid out as W beams of K candidates each. A beam that
-    ended before a chunk yields K identical copies; only the first competes
-    in the next selection, so a finished hypothesis is kept at most once.
+    ended before a chunk yields K identical copies. Only the first copy
+    competes in the next selection, so a finished hypothesis is kept once.
     """
 
     def __init__(self, beam_width: int, num_candidates: int, chunk_length: int | None):

@@ -150,7 +150,7 @@ def _remove_if_empty(folder: Path) -> None:
 
 
 def _is_converted(folder: Path) -> bool:
-    """Return whether ``folder`` holds a complete conversion.
+    """Return whether ``folder`` contains a complete conversion.
 
     Raises:
         ModelLoadError: the folder claims to be complete, but a file is missing

@@ -1,9 +1,8 @@
 """Implicit value: a chunk scorer from a tuned/untuned model pair.
 
 ``V(x, y) = β · (log π_tuned(y | x) − log π_untuned(y | x))``, the reward that
-DPO training makes implicit in a tuned model (Rafailov et al., arXiv
-2305.18290), used as a value of partial responses by weak-to-strong search
-(Zhou et al., arXiv 2405.19262). The log-probabilities are accumulated token
+DPO training makes implicit in a tuned model, used as a value of partial
+responses by weak-to-strong search (Zhou et al., arXiv 2405.19262). The log-probabilities are accumulated token
 by token as the response grows, never recomputed from the start.
 """
 

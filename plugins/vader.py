@@ -1,8 +1,8 @@
 """VADER sentiment as a golden evaluator: the compound score of prompt + response.
 
-VADER (Hutto and Gilbert, ICWSM 2014) is a rule-based sentiment model with a
-bundled lexicon; its compound score lies in [-1, 1]. It needs no download,
-so it serves as the golden reward offline.
+VADER, from the ``vaderSentiment`` package, is a rule-based sentiment model
+with a bundled lexicon, and its compound score lies in [-1, 1]. It needs no
+download, so it serves as the golden reward offline.
 """
 
 from __future__ import annotations

@@ -66,7 +66,7 @@ class Decoder:
 
     Global row ``r`` belongs to prompt ``r // rows_per_prompt``. The search
     strategy calls ``decode`` to add tokens, ``score`` at chunk boundaries and
-    ``select`` to keep rows; finished rows stop changing and leave every
+    ``select`` to keep rows. Finished rows stop changing and leave every
     participant's KV cache.
     """
 

@@ -13,8 +13,8 @@ from .specs import ModelRef
 
 __all__ = ["FedValues", "Participant", "ParticipantState", "token_values"]
 
-# Upper bound on the bytes of one forward pass's logits; longer inputs are fed
-# in blocks of positions so that logits over a large vocabulary stay bounded.
+# Upper bound on the bytes of one forward pass's logits. Longer inputs are fed
+# in blocks of positions, so logits over a large vocabulary stay bounded.
 MAX_LOGITS_BYTES = 256 * 2**20
 
 
@@ -125,7 +125,7 @@ def token_values(
 class ParticipantState:
     """A participant's rows of KV cache, attention mask and positions.
 
-    Cache row ``i`` holds global decoder row ``rows[i]``. Prompts are left
+    Cache row ``i`` contains global decoder row ``rows[i]``. Prompts are left
     padded; tokens appended later may leave masked holes on the right of rows
     that received fewer tokens than others.
     """
