@@ -208,15 +208,6 @@ def test_corrupt_cache_names_folder(conversion, tmp_path, monkeypatch, damage, r
     assert (folder / WEIGHTS).is_file()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=(TypeError, AttributeError),
-    reason=(
-        "_is_converted catches only ValueError and KeyError, so a marker that is "
-        "valid JSON but not an object with a 'sizes' object raises TypeError or "
-        "AttributeError instead of ModelLoadError"
-    ),
-)
 @pytest.mark.parametrize(
     "marker",
     ["[]", "null", '{"sizes": []}'],
