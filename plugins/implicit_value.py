@@ -2,8 +2,9 @@
 
 ``V(x, y) = β · (log π_tuned(y | x) − log π_untuned(y | x))``, the reward that
 DPO training makes implicit in a tuned model, used as a value of partial
-responses by weak-to-strong search (Zhou et al., arXiv 2405.19262). The log-probabilities are accumulated token
-by token as the response grows, never recomputed from the start.
+responses by weak-to-strong search (Zhou et al., arXiv 2405.19262). The
+log-probabilities are accumulated token by token as the response grows, never
+recomputed from the start.
 """
 
 from __future__ import annotations

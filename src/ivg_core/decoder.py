@@ -8,6 +8,12 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from .chunk_update import (
+    BaseIdsUpdater,
+    ChunkUpdater,
+    ReferenceUpdater,
+    TextUpdater,
+)
 from .errors import GuidanceError, SearchError
 from .participant import FedValues, Participant, ParticipantState, token_values
 from .results import GenerationResult
@@ -75,8 +81,10 @@ class Decoder:
         generator: GuidedGenerator,
         prompts: list[str],
         seeds: list[int],
+        reference: bool = False,
     ) -> None:
         spec = generator.spec
+        self.reference = reference
         self.generator = generator
         self.prompts = prompts
         self.rows_per_prompt = spec.search.rows_per_prompt()
@@ -99,11 +107,12 @@ class Decoder:
             generator.eos_token_ids,
             self.max_new_tokens,
         )
-        self.states = {p: ParticipantState(p) for p in generator.participants}
+        self.states, self.member_index = self._build_states()
         self.tracked = {
             p: {track: TrackedValues.zeros(n) for track in p.tracks}
             for p in generator.participants
         }
+        self.updaters = self._build_updaters()
         self._prefill()
 
     @property
@@ -127,7 +136,9 @@ class Decoder:
             shape (active rows, vocab), sliced to the base vocabulary; rows are
             in the order of ``active_rows``.
         """
-        output = self.states[participant].output[:, : self.generator.vocab_size]
+        state = self.states[participant]
+        output = state.member_output(self.member_index[participant])
+        output = output[:, : self.generator.vocab_size]
         return output.to(self.states[self.generator.base].device)
 
     def tracked_values(self, participant: Participant, track: str) -> TrackedValues:
@@ -150,7 +161,8 @@ class Decoder:
         """
         stale = torch.nonzero(~self.scored).squeeze(-1)
         if stale.numel() and self.generator.scorers:
-            self._update_chunk_participants()
+            for updater in self.updaters.values():
+                updater.update()
             for i, running in enumerate(self.generator.scorers):
                 values = running.scorer.score(self, stale)
                 self.scores[i, stale] = _checked_scores(values, stale, running.name)
@@ -183,8 +195,10 @@ class Decoder:
         for values in self.tracked.values():
             for tracked in values.values():
                 tracked.select(index)
-        for state in self.states.values():
+        for state in self._unique_states():
             self._select_state(state, index)
+        for updater in self.updaters.values():
+            updater.select(index)
         for running in self.generator.scorers:
             running.scorer.select(index)
 
@@ -232,42 +246,75 @@ class Decoder:
                 f"{participant.label!r} runs at the token level; request it with "
                 "level='chunk' and a tag of its own"
             )
-        state = self.states[participant]
-        if participant.shares_base_vocabulary:
-            sequences = [list(suffix_ids) for _ in range(state.rows.numel())]
-        else:
-            sequences = [
-                participant.encode_text(self.response_text(row)) + list(suffix_ids)
-                for row in state.rows.tolist()
-            ]
-        tokens, lengths = _pad_right(sequences)
-        _, output = state.peek(tokens, lengths, frozenset())
-        lookup = torch.full((self.num_rows,), -1, dtype=torch.long)
-        lookup[state.rows] = torch.arange(state.rows.numel())
-        positions = lookup[rows]
-        if (positions < 0).any():
-            raise SearchError(
-                f"rows {rows[positions < 0].tolist()} have no cache in participant "
-                f"{participant.label!r}; read outputs only while scoring"
-            )
-        return output[positions.to(output.device)]
+        return self.updaters[participant].output_after(rows, suffix_ids)
 
     def response_text(self, row: int) -> str:
         """Return the current response text of a row, as results render it."""
         ids = self.tokens[row, : self.lengths[row]]
         return self.stop_checker.text(ids, FinishReason(int(self.reasons[row])))
 
+    def _build_states(
+        self,
+    ) -> tuple[dict[Participant, ParticipantState], dict[Participant, int]]:
+        """Create the participants' states; token-level ones of a model share one.
+
+        The reference path gives every token-level participant its own state
+        and chunk-level participants none.
+        """
+        groups: dict[object, list[Participant]] = {}
+        for participant in self.generator.participants:
+            if participant.level == "chunk":
+                if not self.reference:
+                    groups[("chunk", participant)] = [participant]
+                continue
+            key = participant if self.reference else ("token", id(participant.model))
+            groups.setdefault(key, []).append(participant)
+        states, member_index = {}, {}
+        for members in groups.values():
+            state = ParticipantState(members)
+            for index, member in enumerate(members):
+                states[member] = state
+                member_index[member] = index
+        return states, member_index
+
+    def _build_updaters(self) -> dict[Participant, ChunkUpdater]:
+        updaters: dict[Participant, ChunkUpdater] = {}
+        for participant in self.generator.participants:
+            if participant.level != "chunk":
+                continue
+            if self.reference:
+                updaters[participant] = ReferenceUpdater(self, participant)
+            elif participant.shares_base_vocabulary:
+                updaters[participant] = BaseIdsUpdater(self, participant)
+            else:
+                updaters[participant] = TextUpdater(self, participant)
+        return updaters
+
+    def _unique_states(self) -> list[ParticipantState]:
+        return list(dict.fromkeys(self.states.values()))
+
     def _prefill(self) -> None:
+        """Prefill each prompt once per participant, then copy it to its rows.
+
+        The reference path prefills every row separately instead.
+        """
         rows = torch.arange(self.num_rows)
         expand = torch.arange(self.num_prompts).repeat_interleave(self.rows_per_prompt)
         budgets = torch.full((self.num_prompts,), self.max_new_tokens)
-        for participant, state in self.states.items():
-            ids = [self._fitted_prompt(participant, i) for i in range(self.num_prompts)]
-            state.prefill(ids, torch.arange(self.num_prompts))
-            state.select(expand, rows)
-            if participant.window is not None and participant.shares_base_vocabulary:
-                room = torch.tensor([participant.window - len(i) for i in ids])
-                budgets = torch.minimum(budgets, room)
+        for state in self._unique_states():
+            ids = [
+                [self._fitted_prompt(member, i) for i in range(self.num_prompts)]
+                for member in state.members
+            ]
+            if self.reference:
+                state.prefill([[m[i] for i in expand.tolist()] for m in ids], rows)
+            else:
+                state.prefill(ids, torch.arange(self.num_prompts))
+                state.select(expand, rows)
+            for member, member_ids in zip(state.members, ids, strict=True):
+                if member.window is not None and member.shares_base_vocabulary:
+                    room = torch.tensor([member.window - len(i) for i in member_ids])
+                    budgets = torch.minimum(budgets, room)
         self.max_lengths = budgets.repeat_interleave(self.rows_per_prompt)
 
     def _fitted_prompt(self, participant: Participant, index: int) -> list[int]:
@@ -351,44 +398,32 @@ class Decoder:
 
     def _track_token_level(self, new_tokens: torch.Tensor) -> None:
         active = self.active_rows
-        for state in self._token_level_states():
-            participant = state.participant
+        ones = torch.ones(active.numel(), dtype=torch.long)
+        for participant, state in self.states.items():
+            if participant.level != "token":
+                continue
+            output = state.member_output(self.member_index[participant])
             for track in participant.tracks:
-                values = token_values(state.output, new_tokens, track).cpu()
-                ones = torch.ones(active.numel(), dtype=torch.long)
+                values = token_values(output, new_tokens, track).cpu()
                 self.tracked[participant][track].add(
                     active, FedValues(values, values, ones)
                 )
 
     def _token_level_states(self) -> list[ParticipantState]:
-        return [s for s in self.states.values() if s.participant.level == "token"]
+        return [s for s in self._unique_states() if s.participant.level == "token"]
 
     def _chunk_level_states(self) -> list[ParticipantState]:
-        return [s for s in self.states.values() if s.participant.level == "chunk"]
+        return [s for s in self._unique_states() if s.participant.level == "chunk"]
 
-    def _update_chunk_participants(self) -> None:
-        for state in self._chunk_level_states():
-            participant = state.participant
-            rows = state.rows
-            if rows.numel() == 0:
-                continue
-            if participant.shares_base_vocabulary:
-                tokens, lengths = self._unfed_base_tokens(rows, state.fed)
-                fed = state.feed(tokens, lengths, participant.tracks)
-                for track, values in fed.items():
-                    self.tracked[participant][track].add(rows, values)
-            elif participant.tracks:
-                texts = [self.response_text(row) for row in rows.tolist()]
-                tokens, lengths = _pad_right(
-                    [participant.encode_text(t) for t in texts]
-                )
-                fed, _ = state.peek(tokens, lengths, participant.tracks)
-                for track, values in fed.items():
-                    self.tracked[participant][track].replace(rows, values)
-
-    def _unfed_base_tokens(
+    def unfed_tokens(
         self, rows: torch.Tensor, fed: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return each row's response tokens from position ``fed`` on.
+
+        Returns:
+            token ids right padded with 0, shape (rows, width), and their
+            number per row, shape (rows,).
+        """
         lengths = self.lengths[rows] - fed
         width = int(lengths.max()) if lengths.numel() else 0
         offsets = fed[:, None] + torch.arange(width)[None, :]
@@ -464,12 +499,3 @@ def _checked_scores(
 
 def _ones(rows: torch.Tensor) -> torch.Tensor:
     return torch.ones(rows.numel(), dtype=torch.long)
-
-
-def _pad_right(sequences: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max((len(ids) for ids in sequences), default=0)
-    tokens = torch.zeros(len(sequences), width, dtype=torch.long)
-    for i, ids in enumerate(sequences):
-        tokens[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-    lengths = torch.tensor([len(ids) for ids in sequences], dtype=torch.long)
-    return tokens, lengths

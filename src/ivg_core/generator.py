@@ -101,6 +101,7 @@ class GuidedGenerator:
         prompts: Sequence[str],
         prompt_ids: Sequence[int | str] | None = None,
         batch_size: int | None = None,
+        reference: bool = False,
     ) -> list[GenerationResult]:
         """Decode every prompt and return one result per prompt, in order.
 
@@ -110,6 +111,10 @@ class GuidedGenerator:
                 default: the prompt's position in ``prompts``. The same id and
                 run seed give the same draws in any batch.
             batch_size: prompts per batch; default: all prompts in one batch.
+            reference: decode on the slow reference path instead: one prompt
+                at a time, every row prefilled separately, and chunk scores
+                recomputed from the whole response without a cache. It returns
+                the same tokens and is kept as the oracle of the fast path.
         """
         prompts, ids = _checked_prompts(prompts, prompt_ids)
         if batch_size is not None and (
@@ -120,19 +125,21 @@ class GuidedGenerator:
             raise ValueError(
                 f"batch_size must be a positive integer, got {batch_size!r}"
             )
-        size = batch_size or max(len(prompts), 1)
+        size = 1 if reference else batch_size or max(len(prompts), 1)
         results: list[GenerationResult] = []
         for start in range(0, len(prompts), size):
             batch = slice(start, start + size)
-            results.extend(self._generate_batch(prompts[batch], ids[batch]))
+            results.extend(self._generate_batch(prompts[batch], ids[batch], reference))
         return results
 
-    def _generate_batch(self, prompts: list[str], ids: list) -> list[GenerationResult]:
+    def _generate_batch(
+        self, prompts: list[str], ids: list, reference: bool
+    ) -> list[GenerationResult]:
         from .decoder import Decoder
 
         seeds = [derive_seed(self.spec.sampling.seed, prompt_id) for prompt_id in ids]
         with torch.inference_mode():
-            decoder = Decoder(self, prompts, seeds)
+            decoder = Decoder(self, prompts, seeds, reference=reference)
             chosen = self.strategy.run(decoder)
             self.decoded_tokens += decoder.decoded_tokens
             return decoder.results(chosen)

@@ -123,19 +123,22 @@ def token_values(
 
 
 class ParticipantState:
-    """A participant's rows of KV cache, attention mask and positions.
+    """The KV cache, attention mask and positions of participants in one model.
 
-    Cache row ``i`` contains global decoder row ``rows[i]``. Prompts are left
-    padded; tokens appended later may leave masked holes on the right of rows
-    that received fewer tokens than others.
+    Participants that share a model and run at the token level share one
+    state, so that one forward pass serves all of them: cache row
+    ``m * len(rows) + i`` is member ``m``'s copy of global decoder row
+    ``rows[i]``. Prompts are left padded. Tokens appended later may leave
+    masked holes on the right of rows that received fewer tokens than others.
     """
 
-    def __init__(self, participant: Participant) -> None:
-        self.participant = participant
-        self.device = participant.device
-        model = participant.model
+    def __init__(self, members: list[Participant]) -> None:
+        self.members = members
+        self.participant = members[0]
+        self.device = self.participant.device
+        model = self.participant.model
         self.cache = DynamicCache(config=model.config)
-        if participant.level == "chunk" and not participant.shares_base_vocabulary:
+        if any(m.level == "chunk" and not m.shares_base_vocabulary for m in members):
             # Text participants append and crop response tokens at every chunk.
             self.cache.activate_past_recording()
         self.rows = torch.empty(0, dtype=torch.long)
@@ -144,13 +147,24 @@ class ParticipantState:
         self.fed = torch.empty(0, dtype=torch.long)
         self.output: torch.Tensor | None = None
 
-    def prefill(self, prompt_ids: list[list[int]], rows: torch.Tensor) -> None:
-        """Run the prompts, left padded, and keep the output at their last token."""
-        width = max(len(ids) for ids in prompt_ids)
+    def member_output(self, member: int) -> torch.Tensor:
+        """Return one member's output after each row's last token, (rows, vocab)."""
+        count = self.rows.numel()
+        return self.output[member * count : (member + 1) * count]
+
+    def prefill(self, prompt_ids: list[list[list[int]]], rows: torch.Tensor) -> None:
+        """Run every member's prompts, left padded, and keep their last output.
+
+        Args:
+            prompt_ids: for each member, the token ids of each prompt.
+            rows: the global row of each prompt, shape (prompts,).
+        """
+        flat = [ids for member_ids in prompt_ids for ids in member_ids]
+        width = max(len(ids) for ids in flat)
         pad = _pad_token_id(self.participant.tokenizer)
-        input_ids = torch.full((len(prompt_ids), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(prompt_ids), width), dtype=torch.long)
-        for i, ids in enumerate(prompt_ids):
+        input_ids = torch.full((len(flat), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(flat), width), dtype=torch.long)
+        for i, ids in enumerate(flat):
             input_ids[i, width - len(ids) :] = torch.tensor(ids)
             mask[i, width - len(ids) :] = 1
         input_ids, mask = input_ids.to(self.device), mask.to(self.device)
@@ -160,10 +174,12 @@ class ParticipantState:
         self.mask = mask
         self.next_position = mask.sum(-1)
         self.rows = rows
-        self.fed = torch.zeros(len(prompt_ids), dtype=torch.long)
+        self.fed = torch.zeros(len(flat), dtype=torch.long)
 
     def select(self, positions: torch.Tensor, rows: torch.Tensor) -> None:
-        """Keep cache rows ``positions`` (in this order) as global rows ``rows``."""
+        """Keep rows ``positions`` (in this order) of every member as ``rows``."""
+        count = self.rows.numel()
+        positions = torch.cat([positions + m * count for m in range(len(self.members))])
         device_positions = positions.to(self.device)
         self.cache.batch_select_indices(device_positions)
         self.mask = self.mask[device_positions]
@@ -178,14 +194,20 @@ class ParticipantState:
         lengths: torch.Tensor,
         tracks: frozenset[str] = frozenset(),
     ) -> dict[str, FedValues]:
-        """Append ragged tokens to every row and return their tracked values.
+        """Append ragged tokens to every row of every member.
 
         Args:
             tokens: token ids of shape (rows, n), right padded.
             lengths: number of real tokens per row, shape (rows,).
             tracks: which values to return for the fed tokens.
+
+        Returns:
+            the tracked values of the fed tokens, for each member's rows in
+            turn, shape (members × rows,) each.
         """
-        tokens, lengths = tokens.to(self.device), lengths.to(self.device)
+        copies = len(self.members)
+        tokens = tokens.to(self.device).repeat(copies, 1)
+        lengths = lengths.to(self.device).repeat(copies)
         rows, width = tokens.shape
         self._check_window(lengths)
         sums = {
