@@ -93,9 +93,11 @@ class EFTGuide(TokenGuide):
 
     def adjust(self, decoder: Decoder) -> torch.Tensor:
         untuned = decoder.token_output(self.untuned)
-        adjustment = torch.zeros_like(untuned)
+        adjustment = None
         for participant, weight in zip(self.tuned, self.weights, strict=True):
-            adjustment += weight * (decoder.token_output(participant) - untuned)
+            term = decoder.token_output(participant) - untuned
+            term = term if weight == 1.0 else weight * term
+            adjustment = term if adjustment is None else adjustment + term
         return adjustment
 
 

@@ -185,6 +185,50 @@ def spec_show(task: str, preset: str | None, method: str) -> None:
 
 
 @cli.command()
+@click.option(
+    "--workload",
+    "workloads",
+    multiple=True,
+    type=click.Choice(["a", "b", "c", "base", "pair"]),
+    help="Workload to run (repeat for several); default: all of them.",
+)
+@click.option(
+    "--prompts",
+    "prompt_count",
+    type=click.IntRange(min=1),
+    default=32,
+    show_default=True,
+    help="Prompts per workload.",
+)
+@click.option(
+    "--repeats",
+    type=click.IntRange(min=1),
+    default=3,
+    show_default=True,
+    help="Timed runs per measurement, after one warm-up; the median is reported.",
+)
+@click.option(
+    "--reference-prompts",
+    type=click.IntRange(min=0),
+    default=2,
+    show_default=True,
+    help="Prompts decoded on the reference path, whose time per prompt is "
+    "compared with the fast path's; 0 skips it.",
+)
+def bench(
+    workloads: tuple[str, ...], prompt_count: int, repeats: int, reference_prompts: int
+) -> None:
+    """Time guided decoding against its cost floor and the reference path."""
+    from .bench import format_table, machine_description, run_benchmark
+
+    names = list(workloads) or ["a", "b", "c", "base", "pair"]
+    click.echo(f"running workloads {', '.join(names)}", err=True)
+    results = run_benchmark(names, prompt_count, repeats, reference_prompts)
+    click.echo(f"machine: {machine_description()}\n")
+    click.echo(format_table(results))
+
+
+@cli.command()
 def env() -> None:
     """Print versions of Python, ivg and its main dependencies, for bug reports."""
     click.echo(f"python: {platform.python_version()} ({platform.platform()})")

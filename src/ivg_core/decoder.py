@@ -280,10 +280,12 @@ class Decoder:
     def _build_updaters(self) -> dict[Participant, ChunkUpdater]:
         updaters: dict[Participant, ChunkUpdater] = {}
         for participant in self.generator.participants:
-            if participant.level != "chunk":
-                continue
-            if self.reference:
+            if self.reference and (participant.level == "chunk" or participant.tracks):
+                # The reference path recomputes every chunk score from scratch,
+                # even values that the token level tracks as it decodes.
                 updaters[participant] = ReferenceUpdater(self, participant)
+            elif participant.level != "chunk":
+                continue
             elif participant.shares_base_vocabulary:
                 updaters[participant] = BaseIdsUpdater(self, participant)
             else:
@@ -381,7 +383,9 @@ class Decoder:
             GuidanceError: a guide returned NaN, +inf or the wrong shape, or
                 the weighted sum overflowed.
         """
-        logits = self.token_output(self.generator.base).clone()
+        logits = self.token_output(self.generator.base)
+        if not any(running.weight != 0.0 for running in self.generator.guides):
+            return logits.clone()
         for running in self.generator.guides:
             if running.weight == 0.0:
                 continue  # a zero weight turns the guide off, -inf bans included
@@ -389,7 +393,7 @@ class Decoder:
             _check_adjustment(adjustment, logits.shape, running.name)
             adjusted = adjustment.to(logits.device, logits.dtype)
             logits = logits + running.weight * adjusted
-            if torch.isnan(logits).any() or (logits == float("inf")).any():
+            if _has_nan_or_inf(logits):
                 raise GuidanceError(
                     f"adding token guide {running.name!r} with weight "
                     f"{running.weight} made the logits NaN or +inf; lower the weight"
@@ -467,13 +471,22 @@ class Decoder:
             )
 
 
+def _has_nan_or_inf(values: torch.Tensor) -> bool:
+    """Return whether ``values`` contain NaN or +inf; -inf is allowed.
+
+    One reduction decides: the maximum is NaN or +inf exactly in those cases.
+    """
+    maximum = values.max()
+    return bool(torch.isnan(maximum) or maximum == float("inf"))
+
+
 def _check_adjustment(adjustment: torch.Tensor, shape: torch.Size, name: str) -> None:
     if adjustment.shape != shape:
         raise GuidanceError(
             f"token guide {name!r} returned shape {tuple(adjustment.shape)}; it "
             f"must return one adjustment per active row, shape {tuple(shape)}"
         )
-    if torch.isnan(adjustment).any() or (adjustment == float("inf")).any():
+    if _has_nan_or_inf(adjustment):
         raise GuidanceError(
             f"token guide {name!r} returned NaN or +inf logits; a guide may "
             "return -inf to ban tokens, but no NaN or +inf"

@@ -80,7 +80,9 @@ class GuidedGenerator:
         self.base = self.participants[0]
         self.vocab_size = min(len(self.base.tokenizer), self.base.output_size)
         self._check_output_sizes()
-        self.eos_token_ids = _eos_token_ids(self.base)
+        self.eos_token_ids = (
+            set() if spec.sampling.ignore_eos else _eos_token_ids(self.base)
+        )
         context = BuildContext(
             {p.key: p for p in self.participants}, self.base, self.store
         )

@@ -6,9 +6,10 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from transformers import DynamicCache, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 
 from .errors import GuidanceError, SpecError
+from .kv_cache import growing_cache
 from .specs import ModelRef
 
 __all__ = ["FedValues", "Participant", "ParticipantState", "token_values"]
@@ -137,7 +138,7 @@ class ParticipantState:
         self.participant = members[0]
         self.device = self.participant.device
         model = self.participant.model
-        self.cache = DynamicCache(config=model.config)
+        self.cache = growing_cache(model.config)
         if any(m.level == "chunk" and not m.shares_base_vocabulary for m in members):
             # Text participants append and crop response tokens at every chunk.
             self.cache.activate_past_recording()
@@ -274,11 +275,14 @@ class ParticipantState:
         if tracks:
             self._track_block(logits, tokens, valid, tracks, sums, lasts)
         counts = mask.sum(-1)
-        last_index = (counts - 1).clamp(min=0)
-        last_output = logits.gather(
-            1, last_index[:, None, None].expand(-1, 1, logits.shape[-1])
-        ).squeeze(1)
-        self.output = torch.where((counts > 0)[:, None], last_output, self.output)
+        if bool(valid.all()):
+            self.output = logits[:, -1]
+        else:
+            last_index = (counts - 1).clamp(min=0)
+            last_output = logits.gather(
+                1, last_index[:, None, None].expand(-1, 1, logits.shape[-1])
+            ).squeeze(1)
+            self.output = torch.where((counts > 0)[:, None], last_output, self.output)
         self.next_position = self.next_position + counts
 
     def _track_block(

@@ -75,8 +75,8 @@ class Sampler:
         scores = self.warpers(input_ids, logits)
         _check_rows_have_tokens(scores, rows)
         probs = torch.softmax(scores, dim=-1)
-        cumulative = probs.cumsum(-1, dtype=torch.float64)
-        uniforms = self._uniforms(rows).to(cumulative.device)
+        cumulative = probs.cumsum(-1)
+        uniforms = self._uniforms(rows).to(cumulative.device, cumulative.dtype)
         targets = uniforms * cumulative[:, -1]
         tokens = torch.searchsorted(cumulative, targets[:, None], right=True)
         return tokens.squeeze(-1).clamp(max=logits.shape[-1] - 1)
@@ -100,10 +100,13 @@ class Sampler:
 
 
 def _check_rows_have_tokens(scores: torch.Tensor, rows: torch.Tensor) -> None:
-    if torch.isnan(scores).any():
-        row = rows[torch.isnan(scores).any(-1)][0].item()
+    # One max per row finds both problems: NaN propagates through max, and a
+    # row whose maximum is -inf has no token left to sample.
+    maxima = scores.max(dim=-1).values
+    if torch.isnan(maxima).any():
+        row = rows[torch.isnan(maxima).cpu()][0].item()
         raise GuidanceError(f"the guided logits of row {row} contain NaN")
-    empty = ~(scores > float("-inf")).any(-1)
+    empty = (maxima == float("-inf")).cpu()
     if empty.any():
         row = rows[empty][0].item()
         raise GuidanceError(

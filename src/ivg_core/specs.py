@@ -186,6 +186,13 @@ class SamplingSpec(SpecModel):
             "returned text stops before it."
         ),
     )
+    ignore_eos: bool = Field(
+        False,
+        description=(
+            "Keep decoding after EOS until max_new_tokens or a stop string, as "
+            "benchmarks do to decode a fixed number of tokens."
+        ),
+    )
     seed: int = Field(
         0,
         ge=0,
