@@ -121,10 +121,19 @@ class BenchResult:
         return self.reference_seconds_per_prompt * self.prompts / self.wall_seconds
 
 
-def workload_spec(workload: Workload, floor: bool = False) -> dict[str, Any]:
-    """Return the spec of a workload, or of its floor."""
-    base = {**MODEL, "template": BASE_TEMPLATE}
-    tuned = {**MODEL, "template": TUNED_TEMPLATE}
+def workload_spec(
+    workload: Workload, floor: bool = False, model: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Return the spec of a workload, or of its floor.
+
+    Args:
+        workload: the workload.
+        floor: return the spec of its floor instead.
+        model: a model reference without template; default: SmolLM2-135M.
+    """
+    model = model or MODEL
+    base = {**model, "template": BASE_TEMPLATE}
+    tuned = {**model, "template": TUNED_TEMPLATE}
     spec: dict[str, Any] = {
         "base": base,
         "sampling": {
@@ -154,20 +163,24 @@ def workload_spec(workload: Workload, floor: bool = False) -> dict[str, Any]:
 
 
 def measure_workload(
-    name: str, prompts: list[str], repeats: int, reference_prompts: int
+    name: str,
+    prompts: list[str],
+    repeats: int,
+    reference_prompts: int,
+    model: dict[str, Any] | None = None,
 ) -> BenchResult:
     """Run one workload in this process and return its measurements."""
     from .generator import GuidedGenerator
 
     workload = WORKLOADS[name]
-    generator = GuidedGenerator(workload_spec(workload))
+    generator = GuidedGenerator(workload_spec(workload, model=model))
     generator.generate(prompts[:2])  # warm-up: first calls allocate and tune
     wall = _median_seconds(lambda: generator.generate(prompts), repeats)
 
     floor = None
     if workload.rows_per_prompt > 1:
         floor_generator = GuidedGenerator(
-            workload_spec(workload, floor=True), store=generator.store
+            workload_spec(workload, floor=True, model=model), store=generator.store
         )
         floor_prompts = [p for p in prompts for _ in range(workload.rows_per_prompt)]
         floor_generator.generate(floor_prompts[:2])
@@ -198,7 +211,11 @@ def measure_workload(
 
 
 def run_benchmark(
-    workloads: list[str], prompt_count: int, repeats: int, reference_prompts: int
+    workloads: list[str],
+    prompt_count: int,
+    repeats: int,
+    reference_prompts: int,
+    model: dict[str, Any] | None = None,
 ) -> list[BenchResult]:
     """Run each workload in a subprocess and return their results in order."""
     results = []
@@ -211,6 +228,7 @@ def run_benchmark(
             str(prompt_count),
             str(repeats),
             str(reference_prompts),
+            json.dumps(model or MODEL),
         ]
         completed = subprocess.run(command, capture_output=True, text=True, check=False)
         if completed.returncode != 0:
@@ -258,6 +276,15 @@ def machine_description() -> str:
     threads = torch.get_num_threads()
     versions = f"torch {torch.__version__}, transformers {transformers.__version__}"
     return f"{cpu}, {threads} threads, {device}; {versions}"
+
+
+def model_reference(name_or_path: str) -> dict[str, Any]:
+    """Return a model reference for an embedded model name or a local folder."""
+    from ivg_plugins.embedded import EMBEDDED_MODELS
+
+    if name_or_path in EMBEDDED_MODELS:
+        return {"name_or_path": name_or_path, "source": "embedded"}
+    return {"name_or_path": name_or_path}
 
 
 def benchmark_prompts(count: int) -> list[str]:

@@ -215,15 +215,25 @@ def spec_show(task: str, preset: str | None, method: str) -> None:
     help="Prompts decoded on the reference path, whose time per prompt is "
     "compared with the fast path's; 0 skips it.",
 )
+@click.option(
+    "--model",
+    help="Model to benchmark: an embedded model name or a local checkpoint "
+    "folder; default: the embedded smollm2-135m-instruct.",
+)
 def bench(
-    workloads: tuple[str, ...], prompt_count: int, repeats: int, reference_prompts: int
+    workloads: tuple[str, ...],
+    prompt_count: int,
+    repeats: int,
+    reference_prompts: int,
+    model: str | None,
 ) -> None:
     """Time guided decoding against its cost floor and the reference path."""
-    from .bench import format_table, machine_description, run_benchmark
+    from .bench import format_table, machine_description, model_reference, run_benchmark
 
     names = list(workloads) or ["a", "b", "c", "base", "pair"]
     click.echo(f"running workloads {', '.join(names)}", err=True)
-    results = run_benchmark(names, prompt_count, repeats, reference_prompts)
+    reference = model_reference(model) if model else None
+    results = run_benchmark(names, prompt_count, repeats, reference_prompts, reference)
     click.echo(f"machine: {machine_description()}\n")
     click.echo(format_table(results))
 
