@@ -131,7 +131,12 @@ class ClassifierEvaluator(Evaluator):
     def __init__(self, classifier: Classifier) -> None:
         self.classifier = classifier
 
-    def evaluate(self, prompts: list[str], responses: list[str]) -> list[float]:
+    def evaluate(
+        self,
+        prompts: list[str],
+        responses: list[str],
+        references: list[str | None] | None = None,
+    ) -> list[float]:
         texts = [p + r for p, r in zip(prompts, responses, strict=True)]
         return self.classifier.score_texts(texts).tolist()
 

@@ -38,7 +38,12 @@ class VaderEvaluator(Evaluator):
             ) from None
         self.analyzer = SentimentIntensityAnalyzer()
 
-    def evaluate(self, prompts: list[str], responses: list[str]) -> list[float]:
+    def evaluate(
+        self,
+        prompts: list[str],
+        responses: list[str],
+        references: list[str | None] | None = None,
+    ) -> list[float]:
         return [
             self.analyzer.polarity_scores(prompt + response)["compound"]
             for prompt, response in zip(prompts, responses, strict=True)

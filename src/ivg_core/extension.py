@@ -144,8 +144,21 @@ class Evaluator(ABC):
     """Scores finished responses with a golden reward after decoding."""
 
     @abstractmethod
-    def evaluate(self, prompts: list[str], responses: list[str]) -> list[float]:
-        """Return one score per (prompt, response) pair."""
+    def evaluate(
+        self,
+        prompts: list[str],
+        responses: list[str],
+        references: list[str | None] | None = None,
+    ) -> list[float]:
+        """Return one score per (prompt, response) pair.
+
+        Args:
+            prompts: prompt texts, before any template.
+            responses: response texts.
+            references: a reference response per prompt (such as a human
+                summary), for evaluators that compare against one; None, or
+                None entries, where the task has none.
+        """
 
 
 @dataclass(frozen=True)
@@ -156,10 +169,13 @@ class TaskPrompt:
         id: a stable id, such as the row index in the data source; the same id
             gives the same draws whatever other prompts run with it.
         text: the prompt text, inserted into each model's template.
+        reference: a reference response, such as a human summary, for
+            evaluators that compare against one.
     """
 
     id: int | str
     text: str
+    reference: str | None = None
 
 
 class Task(ABC):

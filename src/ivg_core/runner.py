@@ -144,8 +144,11 @@ def _write_outputs(
     out_dir = Path(options.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     texts = [p.text for p in prompts]
+    references = [p.reference for p in prompts]
     golden = {
-        method: evaluator.evaluate(texts, [r.text for r in outcome.results])
+        method: evaluator.evaluate(
+            texts, [r.text for r in outcome.results], references
+        )
         for method, outcome in outcomes.items()
     }
     generations = out_dir / "generations.jsonl"
