@@ -73,8 +73,14 @@ class Classifier:
 
     def _score_batch(self, texts: list[str]) -> torch.Tensor:
         device = next(self.model.parameters()).device
+        # Right padding keeps the absolute positions of models such as GPT-2
+        # the same whatever the other texts of the batch.
         encoded = self.tokenizer(
-            texts, padding=True, truncation=True, return_tensors="pt"
+            texts,
+            padding=True,
+            padding_side="right",
+            truncation=True,
+            return_tensors="pt",
         ).to(device)
         with torch.inference_mode():
             logits = self.model(**encoded).logits.double().cpu()

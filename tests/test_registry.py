@@ -42,8 +42,13 @@ BUILTIN_PLUGINS = [
     "embedded",
     "huggingface",
     "implicit_value",
+    "instruct",
+    "length",
     "lm_judge",
+    "rouge",
     "sentiment",
+    "sequence_rm",
+    "summarize",
     "token_rm",
     "vader",
 ]
@@ -986,7 +991,7 @@ UNKNOWN_KIND_SPECS = [
         "chunk_scorers",
         [{"kind": "nope"}],
         r"chunk_scorers\.0\.kind: unknown chunk scorer kind .*registered kinds: "
-        r"classifier, implicit_value, length, lm_judge, token_rm\.",
+        r"classifier, implicit_value, length, lm_judge, sequence_rm, token_rm\.",
         id="chunk_scorer",
     ),
     pytest.param(

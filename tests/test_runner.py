@@ -142,7 +142,7 @@ class TinyTask(Task):
     def presets(self):
         return ["tiny"]
 
-    def methods(self):
+    def methods(self, preset):
         return ["base", "eft"]
 
     def spec(self, preset, method):

@@ -269,7 +269,8 @@ INVALID_SPECS = [
     pytest.param(
         lambda ref: {"base": ref, "chunk_scorers": [{"kind": "reward_model"}]},
         "chunk_scorers.0.kind",
-        "registered kinds: classifier, implicit_value, lm_judge, token_rm.",
+        "registered kinds: classifier, implicit_value, lm_judge, sequence_rm, "
+        "token_rm.",
         None,
         id="unknown_chunk_scorer_kind",
     ),

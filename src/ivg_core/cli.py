@@ -134,9 +134,8 @@ def generate(
 @click.option(
     "--batch-size",
     type=click.IntRange(min=1),
-    default=16,
-    show_default=True,
-    help="Prompts decoded together.",
+    help="Prompts decoded together; default: the preset's batch size (16 for "
+    "short prompts, fewer for long ones).",
 )
 def run(
     task: str,
@@ -147,7 +146,7 @@ def run(
     out_dir: Path,
     seed: int | None,
     max_new_tokens: int | None,
-    batch_size: int,
+    batch_size: int | None,
 ) -> None:
     """Run the methods of a task preset on the same prompts and report them."""
     from .runner import RunOptions, run_task

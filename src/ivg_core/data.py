@@ -63,8 +63,19 @@ def require_column(records: list[dict], columns: list[str], source: str) -> str:
     )
 
 
-def load_hub_dataset(dataset_id: str, split: str) -> list[dict[str, Any]]:
+def load_hub_dataset(
+    dataset_id: str,
+    split: str,
+    shuffle_seed: int | None = None,
+    limit: int | None = None,
+) -> list[dict[str, Any]]:
     """Load a split of a Hugging Face Hub dataset as a list of dicts.
+
+    Args:
+        dataset_id: the dataset's Hub id.
+        split: the split to load, such as ``"test"``.
+        shuffle_seed: shuffle the split with ``Dataset.shuffle(seed=...)`` first.
+        limit: keep only the first ``limit`` records (after shuffling).
 
     Raises:
         DataError: the dataset could not be loaded, for example offline.
@@ -80,6 +91,10 @@ def load_hub_dataset(dataset_id: str, split: str) -> list[dict[str, Any]]:
             f"{type(error).__name__}: {error}. Offline, pass a local CSV or JSONL "
             "file instead."
         ) from error
+    if shuffle_seed is not None:
+        loaded = loaded.shuffle(seed=shuffle_seed)
+    if limit is not None:
+        loaded = loaded.select(range(min(limit, len(loaded))))
     return [dict(record) for record in loaded]
 
 

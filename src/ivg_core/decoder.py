@@ -27,6 +27,12 @@ __all__ = ["Decoder", "TrackedValues"]
 
 logger = logging.getLogger(__name__)
 
+# Token-level participants of one model share a state (one forward pass) when
+# each one's longest prompt is at least this fraction of the group's longest,
+# or shorter by at most this many tokens.
+SHARED_WIDTH_RATIO = 0.8
+SHARED_WIDTH_SLACK = 32
+
 
 @dataclass
 class TrackedValues:
@@ -107,6 +113,10 @@ class Decoder:
             generator.eos_token_ids,
             self.max_new_tokens,
         )
+        self.prompt_ids = {
+            p: [self._fitted_prompt(p, i) for i in range(self.num_prompts)]
+            for p in generator.participants
+        }
         self.states, self.member_index = self._build_states()
         self.tracked = {
             p: {track: TrackedValues.zeros(n) for track in p.tracks}
@@ -258,24 +268,50 @@ class Decoder:
     ) -> tuple[dict[Participant, ParticipantState], dict[Participant, int]]:
         """Create the participants' states; token-level ones of a model share one.
 
-        The reference path gives every token-level participant its own state
-        and chunk-level participants none.
+        Sharing a state pads every member's prompts to the longest of them, so
+        members whose prompts are much shorter get states of their own. The
+        reference path gives every token-level participant its own state and
+        chunk-level participants none.
         """
-        groups: dict[object, list[Participant]] = {}
+        groups: list[list[Participant]] = []
+        by_model: dict[int, list[Participant]] = {}
         for participant in self.generator.participants:
             if participant.level == "chunk":
                 if not self.reference:
-                    groups[("chunk", participant)] = [participant]
-                continue
-            key = participant if self.reference else ("token", id(participant.model))
-            groups.setdefault(key, []).append(participant)
+                    groups.append([participant])
+            elif self.reference:
+                groups.append([participant])
+            else:
+                by_model.setdefault(id(participant.model), []).append(participant)
+        for members in by_model.values():
+            groups.extend(self._group_by_prompt_width(members))
         states, member_index = {}, {}
-        for members in groups.values():
+        for members in groups:
             state = ParticipantState(members)
             for index, member in enumerate(members):
                 states[member] = state
                 member_index[member] = index
         return states, member_index
+
+    def _group_by_prompt_width(
+        self, members: list[Participant]
+    ) -> list[list[Participant]]:
+        """Group members whose longest prompts are of similar length."""
+        widths = {m: max(len(ids) for ids in self.prompt_ids[m]) for m in members}
+        groups: list[list[Participant]] = []
+        for member in sorted(members, key=lambda m: -widths[m]):
+            widest = widths[groups[-1][0]] if groups else 0
+            similar = (
+                widths[member] >= SHARED_WIDTH_RATIO * widest
+                or widest - widths[member] <= SHARED_WIDTH_SLACK
+            )
+            if groups and similar:
+                groups[-1].append(member)
+            else:
+                groups.append([member])
+        # Keep the participants' order inside each group for stable outputs.
+        order = {m: i for i, m in enumerate(members)}
+        return [sorted(group, key=order.__getitem__) for group in groups]
 
     def _build_updaters(self) -> dict[Participant, ChunkUpdater]:
         updaters: dict[Participant, ChunkUpdater] = {}
@@ -304,10 +340,7 @@ class Decoder:
         expand = torch.arange(self.num_prompts).repeat_interleave(self.rows_per_prompt)
         budgets = torch.full((self.num_prompts,), self.max_new_tokens)
         for state in self._unique_states():
-            ids = [
-                [self._fitted_prompt(member, i) for i in range(self.num_prompts)]
-                for member in state.members
-            ]
+            ids = [self.prompt_ids[member] for member in state.members]
             if self.reference:
                 state.prefill([[m[i] for i in expand.tolist()] for m in ids], rows)
             else:

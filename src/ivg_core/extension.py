@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import torch
@@ -28,7 +29,7 @@ __all__ = [
 ]
 
 Level = Literal["token", "chunk"]
-Head = Literal["causal_lm", "token_rm", "sequence_classifier"]
+Head = Literal["causal_lm", "token_rm", "sequence_classifier", "sequence_score"]
 Tracked = Literal["logprob", "output"]
 
 
@@ -191,8 +192,8 @@ class Task(ABC):
         """Return the names of the presets."""
 
     @abstractmethod
-    def methods(self) -> list[str]:
-        """Return the names of the methods, the unguided baseline first."""
+    def methods(self, preset: str) -> list[str]:
+        """Return the names of a preset's methods, the unguided baseline first."""
 
     @abstractmethod
     def spec(self, preset: str, method: str) -> dict:
@@ -205,6 +206,25 @@ class Task(ABC):
     @abstractmethod
     def load_prompts(self, preset: str, source: str | None) -> list[TaskPrompt]:
         """Return the prompts of a source, or of the preset's default source."""
+
+    def default_batch_size(self, preset: str) -> int:
+        """Return how many prompts to decode together unless the user says."""
+        return 16
+
+    def write_outputs(
+        self,
+        out_dir: Path,
+        preset: str,
+        method: str,
+        prompts: list[TaskPrompt],
+        responses: list[str],
+    ) -> list[Path]:
+        """Write task-specific files of one method's responses; return their paths.
+
+        The default writes nothing; a task overrides it for formats that other
+        tools read, such as AlpacaEval's model outputs.
+        """
+        return []
 
 
 @dataclass(frozen=True)

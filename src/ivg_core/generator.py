@@ -157,6 +157,12 @@ class GuidedGenerator:
         base_tokenizer = self.store.tokenizer(base)
         for request in requests.values():
             tokenizer = self.store.tokenizer(request.model)
+            if request.model.chat and not tokenizer.chat_template:
+                raise SpecError(
+                    f"model {request.model.name_or_path!r} has chat set, but its "
+                    "tokenizer has no chat template; write the chat format into "
+                    "template and set chat to false"
+                )
             if request.level == "token":
                 check_shared_vocabulary(
                     base.name_or_path,

@@ -1,4 +1,4 @@
-"""Model heads that participants run: causal LMs and token reward models."""
+"""Model heads: causal LMs, token and sequence reward models, sequence classifiers."""
 
 from __future__ import annotations
 
@@ -20,7 +20,13 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 from .errors import ModelLoadError
 from .extension import ResolvedModel
 
-__all__ = ["SCORE_HEAD_KEY", "TokenRewardModel", "load_head_model"]
+__all__ = [
+    "SCORE_HEAD_KEY",
+    "SequenceScoreModel",
+    "TokenRewardModel",
+    "load_head_model",
+    "read_checkpoint_tensor",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +77,58 @@ class TokenRewardModel(nn.Module):
         )
 
 
+class SequenceScoreModel(nn.Module):
+    """A sequence score model: a transformer backbone and a linear ``score_head``.
+
+    The head maps the hidden state of a text's last token to ``score_dim``
+    scores, as in golden reward models such as ``chadlzx/golden_rm_summarize``.
+    """
+
+    def __init__(self, backbone: nn.Module, score_head: nn.Linear) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.score_head = score_head
+        self.config = backbone.config
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Return the scores at each text's last non-padding token.
+
+        Position ids count from each text's first non-padding token, so right
+        and left padding give the same scores.
+
+        Args:
+            input_ids: token ids, shape (batch, length).
+            attention_mask: 1 for text tokens and 0 for padding, same shape;
+                None means no padding.
+
+        Returns:
+            scores of shape (batch, score_dim).
+
+        Raises:
+            ValueError: a row of ``attention_mask`` has no text token.
+        """
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        token_counts = attention_mask.long().cumsum(-1)
+        if (token_counts[:, -1] == 0).any():
+            raise ValueError(
+                "attention_mask has a row without text tokens; every text needs "
+                "at least one token to be scored"
+            )
+        output = self.backbone(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=(token_counts - 1).clamp(min=0),
+            use_cache=False,
+        )
+        # The cumulative count reaches its maximum first at the last text token.
+        last = token_counts.argmax(-1)
+        rows = torch.arange(input_ids.shape[0], device=input_ids.device)
+        return self.score_head(output.last_hidden_state[rows, last])
+
+
 def load_head_model(
     resolved: ResolvedModel, head: str, dtype: torch.dtype, device: torch.device
 ) -> nn.Module:
@@ -90,10 +148,12 @@ def load_head_model(
         model = AutoModelForSequenceClassification.from_pretrained(
             resolved.path, dtype=dtype, **kwargs
         )
+    elif head == "sequence_score":
+        model = _load_sequence_score_model(resolved, dtype, kwargs)
     else:
         raise ValueError(
-            f"unknown head {head!r}; use 'causal_lm', 'token_rm' or "
-            "'sequence_classifier'"
+            f"unknown head {head!r}; use 'causal_lm', 'token_rm', "
+            "'sequence_classifier' or 'sequence_score'"
         )
     return model.to(device).eval()
 
@@ -117,24 +177,65 @@ class _HideScoreHeadReport(logging.Filter):
 def _load_token_reward_model(
     resolved: ResolvedModel, dtype: torch.dtype, kwargs: dict
 ) -> TokenRewardModel:
+    backbone = _load_backbone(resolved, dtype, kwargs)
+    head = _load_score_head(resolved, backbone, dtype, "token reward model", "vocab")
+    return TokenRewardModel(backbone, head)
+
+
+def _load_sequence_score_model(
+    resolved: ResolvedModel, dtype: torch.dtype, kwargs: dict
+) -> SequenceScoreModel:
+    backbone = _load_backbone(resolved, dtype, kwargs)
+    head = _load_score_head(
+        resolved, backbone, dtype, "sequence score model", "score_dim"
+    )
+    return SequenceScoreModel(backbone, head)
+
+
+def _load_backbone(
+    resolved: ResolvedModel, dtype: torch.dtype, kwargs: dict
+) -> nn.Module:
     report_logger = logging.getLogger("transformers.modeling_utils")
     report_filter = _HideScoreHeadReport()
     report_logger.addFilter(report_filter)
     try:
-        backbone = AutoModel.from_pretrained(resolved.path, dtype=dtype, **kwargs)
+        return AutoModel.from_pretrained(resolved.path, dtype=dtype, **kwargs)
     finally:
         report_logger.removeFilter(report_filter)
-    weight = read_checkpoint_tensor(resolved, SCORE_HEAD_KEY)
+
+
+def _load_score_head(
+    resolved: ResolvedModel,
+    backbone: nn.Module,
+    dtype: torch.dtype,
+    model_kind: str,
+    output_dim: str,
+) -> nn.Linear:
+    """Read ``score_head.weight`` of shape (output_dim, hidden) into a Linear layer.
+
+    Raises:
+        ModelLoadError: the checkpoint has no head, or a head of another shape.
+    """
     hidden_size = backbone.config.get_text_config().hidden_size
+    expected = f"({output_dim}, {hidden_size})"
+    try:
+        weight = read_checkpoint_tensor(resolved, SCORE_HEAD_KEY)
+    except ModelLoadError as error:
+        raise ModelLoadError(
+            f"{error}; a {model_kind} stores its head as {SCORE_HEAD_KEY} with "
+            f"shape {expected}"
+        ) from None
     if weight.dim() != 2 or weight.shape[1] != hidden_size:
         raise ModelLoadError(
             f"{SCORE_HEAD_KEY} of {resolved.path!r} has shape {tuple(weight.shape)}; "
-            f"a token reward model needs (vocab, {hidden_size})"
+            f"a {model_kind} needs {expected}"
         )
+    # NOTE: a checkpoint's score_head.bias is not read, and transformers' load
+    # report lists it as an unexpected key of the backbone.
     head = nn.Linear(weight.shape[1], weight.shape[0], bias=False, dtype=dtype)
     with torch.no_grad():
         head.weight.copy_(weight.to(dtype))
-    return TokenRewardModel(backbone, head)
+    return head
 
 
 def read_checkpoint_tensor(resolved: ResolvedModel, key: str) -> torch.Tensor:
@@ -156,8 +257,8 @@ def read_checkpoint_tensor(resolved: ResolvedModel, key: str) -> torch.Tensor:
         if tensor is not None:
             return tensor
     raise ModelLoadError(
-        f"checkpoint {resolved.path!r} has no tensor {key!r}; a token reward model "
-        f"stores its head as {SCORE_HEAD_KEY} with shape (vocab, hidden)"
+        f"checkpoint {resolved.path!r} has no tensor {key!r} in its weight files "
+        f"({', '.join(WEIGHT_FILES)})"
     )
 
 

@@ -70,10 +70,16 @@ class Participant:
     def encode_prompt(self, prompt: str) -> list[int]:
         """Return the token ids of the rendered template, special tokens included.
 
+        With ``chat`` set, the rendered template is the user message of the
+        tokenizer's chat template.
+
         A prompt that renders to no tokens starts from the BOS token (or EOS when
         the tokenizer has no BOS), so that there is a state to predict from.
         """
-        ids = list(self.tokenizer(self.ref.render(prompt))["input_ids"])
+        if self.ref.chat:
+            ids = self._encode_chat(self.ref.render(prompt))
+        else:
+            ids = list(self.tokenizer(self.ref.render(prompt))["input_ids"])
         if ids:
             return ids
         start = self.tokenizer.bos_token_id
@@ -86,6 +92,16 @@ class Participant:
                 "around '{prompt}' in the template"
             )
         return [start]
+
+    def _encode_chat(self, message: str) -> list[int]:
+        messages = [{"role": "user", "content": message}]
+        if self.ref.system is not None:
+            messages.insert(0, {"role": "system", "content": self.ref.system})
+        text = self.tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, tokenize=False
+        )
+        # The chat template writes any BOS token itself.
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def encode_text(self, text: str) -> list[int]:
         """Return the token ids of response text, without special tokens."""

@@ -22,6 +22,7 @@ class MethodSummary:
         delta_se: standard error of the paired differences.
         win_rate: share of prompts where the method's golden reward is above
             the baseline's, ties counting one half.
+        mean_words: mean number of words of the responses.
         new_tokens: tokens of the returned responses.
         decoded_tokens: tokens sampled over all rows, beams and candidates.
         wall_seconds: decoding time of the method, model loading excluded.
@@ -34,6 +35,7 @@ class MethodSummary:
     delta_vs_baseline: float | None
     delta_se: float | None
     win_rate: float | None
+    mean_words: float
     new_tokens: int
     decoded_tokens: int
     wall_seconds: float
@@ -64,6 +66,7 @@ def summarize_method(
     new_tokens: int,
     decoded_tokens: int,
     wall_seconds: float,
+    mean_words: float = math.nan,
 ) -> MethodSummary:
     """Summarize one method's golden rewards, paired with the baseline's."""
     delta = delta_se = win_rate = None
@@ -80,6 +83,7 @@ def summarize_method(
         delta_vs_baseline=delta,
         delta_se=delta_se,
         win_rate=win_rate,
+        mean_words=mean_words,
         new_tokens=new_tokens,
         decoded_tokens=decoded_tokens,
         wall_seconds=wall_seconds,
@@ -102,7 +106,7 @@ def format_markdown(summaries: list[MethodSummary], golden_name: str) -> str:
         win = "–" if s.win_rate is None else f"{s.win_rate:.2f}"
         lines.append(
             f"| {s.method} | {s.prompts} | {s.golden_mean:.3f} ± {s.golden_se:.3f} "
-            f"| {delta} | {win} | {s.tokens_per_second:.1f} "
+            f"| {delta} | {win} | {s.mean_words:.1f} | {s.tokens_per_second:.1f} "
             f"| {s.decoded_tokens_per_second:.1f} | {s.wall_seconds:.1f} |"
         )
     return "\n".join(lines) + "\n"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -41,7 +41,7 @@ class RunOptions:
         out_dir: folder for generations.jsonl, report.json and report.md.
         seed: run seed; None keeps each spec's seed.
         max_new_tokens: override of every spec's ``sampling.max_new_tokens``.
-        batch_size: prompts decoded together.
+        batch_size: prompts decoded together; None means the task's default.
         progress: show a progress bar on stderr.
     """
 
@@ -53,7 +53,7 @@ class RunOptions:
     out_dir: Path = Path("runs")
     seed: int | None = None
     max_new_tokens: int | None = None
-    batch_size: int = 16
+    batch_size: int | None = None
     progress: bool = True
 
 
@@ -88,6 +88,8 @@ def run_task(options: RunOptions, registry: Registry | None = None) -> RunReport
     evaluator_spec = _evaluator_spec(task.evaluator(preset), registry)
     prompts = _prompts(task, preset, options)
 
+    if options.batch_size is None:
+        options = replace(options, batch_size=task.default_batch_size(preset))
     store = ModelStore(registry)
     evaluator = evaluator_spec.build(BuildContext({}, None, store))
     outcomes = {
@@ -146,9 +148,7 @@ def _write_outputs(
     texts = [p.text for p in prompts]
     references = [p.reference for p in prompts]
     golden = {
-        method: evaluator.evaluate(
-            texts, [r.text for r in outcome.results], references
-        )
+        method: evaluator.evaluate(texts, [r.text for r in outcome.results], references)
         for method, outcome in outcomes.items()
     }
     generations = out_dir / "generations.jsonl"
@@ -160,7 +160,7 @@ def _write_outputs(
                 row = _generation_row(method, prompt, result, score, outcome.seed)
                 handle.write(json.dumps(row, ensure_ascii=False) + "\n")
 
-    baseline_method = task.methods()[0]
+    baseline_method = task.methods(preset)[0]
     baseline = golden.get(baseline_method)
     summaries = [
         summarize_method(
@@ -170,6 +170,7 @@ def _write_outputs(
             sum(len(r.token_ids) for r in outcome.results),
             outcome.decoded_tokens,
             outcome.wall_seconds,
+            mean_words=_mean_words(outcome.results),
         )
         for method, outcome in outcomes.items()
     ]
@@ -179,8 +180,16 @@ def _write_outputs(
         "report_json": out_dir / "report.json",
         "report_md": out_dir / "report.md",
     }
+    for method, outcome in outcomes.items():
+        responses = [r.text for r in outcome.results]
+        for path in task.write_outputs(out_dir, preset, method, prompts, responses):
+            report.files[f"{method}:{path.name}"] = path
     _write_report_files(report, options, len(prompts))
     return report
+
+
+def _mean_words(results: list[GenerationResult]) -> float:
+    return sum(len(r.text.split()) for r in results) / max(len(results), 1)
 
 
 def _generation_row(
@@ -246,7 +255,7 @@ def _methods(task: Task, preset: str, requested: list[str] | None) -> list[str]:
             f"unknown preset {preset!r}; presets of this task: "
             f"{', '.join(task.presets())}"
         )
-    available = task.methods()
+    available = task.methods(preset)
     if not requested or requested == ["all"]:
         return available
     unknown = [m for m in requested if m not in available]

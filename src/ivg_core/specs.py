@@ -103,6 +103,25 @@ class ModelRef(SpecModel):
             "other character, braces included, is kept as written."
         ),
     )
+    chat: bool = Field(
+        False,
+        description=(
+            "Wrap the rendered template in the tokenizer's chat template, as one "
+            "user message followed by the assistant's generation prompt."
+        ),
+    )
+    system: str | None = Field(
+        None, description="System message before the user message; needs chat."
+    )
+
+    @model_validator(mode="after")
+    def _check_system(self) -> ModelRef:
+        if self.system is not None and not self.chat:
+            raise ValueError(
+                "system is set but chat is false; set chat to true to send a "
+                "system message, or remove system"
+            )
+        return self
 
     @field_validator("template")
     @classmethod

@@ -17,10 +17,11 @@ from __future__ import annotations
 import re
 from importlib.resources import files
 
-from ivg_core import SpecError, Task, TaskPrompt, hookimpl
+from ivg_core import TaskPrompt, hookimpl
 from ivg_core.data import HUB_PREFIX, load_hub_dataset, read_records, require_column
 
-from .presets import METHODS, PRESETS, method_spec
+from ..presets import PresetTask
+from .presets import PRESETS
 
 __all__ = ["SentimentTask", "review_opening"]
 
@@ -34,29 +35,18 @@ def review_opening(review: str, words: int = DEFAULT_WORDS) -> str:
     return " ".join(text.split()[:words])
 
 
-class SentimentTask(Task):
+class SentimentTask(PresetTask):
     """IMDB sentiment: continue review openings; higher sentiment is better."""
 
     default_preset = "offline"
     description = "IMDB review openings continued with positive sentiment"
+    presets_by_name = PRESETS
 
     def __init__(self, words: int = DEFAULT_WORDS) -> None:
         self.words = words
 
-    def presets(self) -> list[str]:
-        return list(PRESETS)
-
-    def methods(self) -> list[str]:
-        return list(METHODS)
-
-    def spec(self, preset: str, method: str) -> dict:
-        return method_spec(self._preset(preset), method)
-
-    def evaluator(self, preset: str) -> dict:
-        return dict(self._preset(preset).evaluator)
-
     def load_prompts(self, preset: str, source: str | None) -> list[TaskPrompt]:
-        source = source or self._preset(preset).prompts
+        source = source or self.preset(preset).prompts
         if source == "builtin":
             return self._builtin_prompts()
         if source.startswith(HUB_PREFIX):
@@ -79,11 +69,6 @@ class SentimentTask(Task):
             TaskPrompt(i, review_opening(str(r[column]), self.words))
             for i, r in enumerate(records)
         ]
-
-    def _preset(self, preset: str):
-        if preset not in PRESETS:
-            raise SpecError(f"unknown preset {preset!r}; presets: {', '.join(PRESETS)}")
-        return PRESETS[preset]
 
 
 @hookimpl

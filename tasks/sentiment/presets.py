@@ -1,57 +1,14 @@
-"""Guidance specs of the sentiment task: one per preset and method.
-
-Methods: ``base`` (plain sampling), ``bon`` (best-of-N scored by the implicit
-value), ``eft`` (implicit value at the token level), ``cbs`` (chunk-level beam
-search scored by the implicit value), ``eft+cbs`` (both) and ``ivg`` (implicit
-value at the token level, explicit value at the chunk level).
-"""
+"""Presets of the sentiment task: the reference runs and an offline setup."""
 
 from __future__ import annotations
 
-import copy
-from dataclasses import dataclass
-from typing import Any
+from ..presets import Preset
+from ..presets import embedded_model as _embedded
+from ..presets import hub_model as _hub
 
-__all__ = ["METHODS", "PRESETS", "Preset", "method_spec"]
+__all__ = ["PRESETS"]
 
-METHODS = ["base", "bon", "eft", "cbs", "eft+cbs", "ivg"]
 BASE_TEMPLATE = "Here is a movie review from imdb: {prompt}"
-
-
-@dataclass(frozen=True)
-class Preset:
-    """Models and settings that every method of a preset shares.
-
-    Attributes:
-        base: the base model reference.
-        tuned, untuned: the implicit pair, used by ``eft`` and ``implicit_value``.
-        explicit_value: the chunk scorer of the ``ivg`` method.
-        sampling: sampling settings.
-        beam_width, num_candidates, chunk_length: chunk-level beam search.
-        eft_weight: weight of the EFT guide.
-        evaluator: the golden evaluator spec.
-        prompts: the default prompt source.
-    """
-
-    base: dict[str, Any]
-    tuned: dict[str, Any]
-    untuned: dict[str, Any]
-    explicit_value: dict[str, Any]
-    sampling: dict[str, Any]
-    beam_width: int
-    num_candidates: int
-    chunk_length: int
-    eft_weight: float
-    evaluator: dict[str, Any]
-    prompts: str
-
-
-def _hub(name: str, **fields: Any) -> dict[str, Any]:
-    return {"name_or_path": name, **fields}
-
-
-def _embedded(name: str, **fields: Any) -> dict[str, Any]:
-    return {"name_or_path": name, "source": "embedded", **fields}
 
 
 # The reference runs of the IVG paper: GPT-2 Large guided by a DPO pair and a
@@ -113,44 +70,3 @@ OFFLINE = Preset(
 )
 
 PRESETS = {"offline": OFFLINE, "paper": PAPER}
-
-
-def method_spec(preset: Preset, method: str) -> dict[str, Any]:
-    """Return the guidance spec data of one method of a preset."""
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; methods: {', '.join(METHODS)}")
-    implicit_value = {
-        "kind": "implicit_value",
-        "tuned": preset.tuned,
-        "untuned": preset.untuned,
-    }
-    eft = {
-        "kind": "eft",
-        "tuned": preset.tuned,
-        "untuned": preset.untuned,
-        "weight": preset.eft_weight,
-    }
-    rows = preset.beam_width * preset.num_candidates
-    cbs = {
-        "kind": "chunk_beam_search",
-        "beam_width": preset.beam_width,
-        "num_candidates": preset.num_candidates,
-        "chunk_length": preset.chunk_length,
-    }
-    token_guides = [eft] if method in ("eft", "eft+cbs", "ivg") else []
-    chunk_scorers, search = {
-        "base": ([], {"kind": "sampling"}),
-        "bon": ([implicit_value], {"kind": "best_of_n", "n": rows}),
-        "eft": ([], {"kind": "sampling"}),
-        "cbs": ([implicit_value], cbs),
-        "eft+cbs": ([implicit_value], cbs),
-        "ivg": ([preset.explicit_value], cbs),
-    }[method]
-    spec = {
-        "base": preset.base,
-        "sampling": preset.sampling,
-        "token_guides": token_guides,
-        "chunk_scorers": chunk_scorers,
-        "search": search,
-    }
-    return copy.deepcopy(spec)
