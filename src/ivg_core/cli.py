@@ -127,6 +127,13 @@ def generate(
 )
 @click.option("--seed", type=click.IntRange(min=0), help="Run seed of every method.")
 @click.option(
+    "--spec",
+    "spec_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also run this TOML, YAML, JSON or Python spec file as the method "
+    "'custom', next to 'base' unless --method names others.",
+)
+@click.option(
     "--max-new-tokens",
     type=click.IntRange(min=1),
     help="Override the preset's maximum number of response tokens.",
@@ -145,6 +152,7 @@ def run(
     prompts: str | None,
     out_dir: Path,
     seed: int | None,
+    spec_path: Path | None,
     max_new_tokens: int | None,
     batch_size: int | None,
 ) -> None:
@@ -155,6 +163,7 @@ def run(
         task=task,
         preset=preset,
         methods=list(methods) or None,
+        spec=spec_path,
         limit=limit,
         prompts=prompts,
         out_dir=out_dir,
@@ -169,7 +178,25 @@ def run(
 
 @cli.group()
 def spec() -> None:
-    """Show guidance specs."""
+    """Validate, describe and show guidance specs."""
+
+
+@spec.command("validate")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+def spec_validate(path: Path) -> None:
+    """Check a TOML, YAML, JSON or Python spec file; list every error."""
+    from .specs import load_spec
+
+    load_spec(path)
+    click.echo(f"{path}: valid")
+
+
+@spec.command("schema")
+def spec_schema() -> None:
+    """Print the JSON Schema of specs, with the kinds of the loaded plugins."""
+    from .schema import spec_json_schema
+
+    click.echo(json.dumps(spec_json_schema(default_registry()), indent=2))
 
 
 @spec.command("show")

@@ -94,8 +94,8 @@ def format_markdown(summaries: list[MethodSummary], golden_name: str) -> str:
     """Return the summaries as a Markdown table."""
     lines = [
         f"| method | prompts | {golden_name} mean ± SE | Δ vs base ± paired SE "
-        "| win rate vs base | tokens/s | decoded tokens/s | wall s |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| win rate vs base | words | tokens/s | decoded tokens/s | wall s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for s in summaries:
         delta = (

@@ -27,6 +27,9 @@ __all__ = ["RunOptions", "RunReport", "resolved_spec", "run_task"]
 
 logger = logging.getLogger(__name__)
 
+CUSTOM_METHOD = "custom"
+SPEC_FOLDER = "specs"
+
 
 @dataclass
 class RunOptions:
@@ -40,6 +43,8 @@ class RunOptions:
         prompts: prompt source (see the task), or None for the preset's default.
         out_dir: folder for generations.jsonl, report.json and report.md.
         seed: run seed; None keeps each spec's seed.
+        spec: a spec file to run as the method ``custom``, next to the
+            baseline unless ``methods`` names others.
         max_new_tokens: override of every spec's ``sampling.max_new_tokens``.
         batch_size: prompts decoded together; None means the task's default.
         progress: show a progress bar on stderr.
@@ -52,6 +57,7 @@ class RunOptions:
     prompts: str | None = None
     out_dir: Path = Path("runs")
     seed: int | None = None
+    spec: Path | None = None
     max_new_tokens: int | None = None
     batch_size: int | None = None
     progress: bool = True
@@ -83,7 +89,7 @@ def run_task(options: RunOptions, registry: Registry | None = None) -> RunReport
     registry = registry or current_registry()
     task = _task(registry, options.task)
     preset = options.preset or task.default_preset
-    methods = _methods(task, preset, options.methods)
+    methods = _methods(task, preset, options.methods, options.spec is not None)
     specs = {m: _method_spec(task, preset, m, options, registry) for m in methods}
     evaluator_spec = _evaluator_spec(task.evaluator(preset), registry)
     prompts = _prompts(task, preset, options)
@@ -107,6 +113,7 @@ class _Outcome:
     decoded_tokens: int
     wall_seconds: float
     seed: int
+    spec: dict[str, Any]
 
 
 def _run_method(
@@ -131,7 +138,10 @@ def _run_method(
             )
             progress.update(len(batch))
     wall = time.perf_counter() - started
-    return _Outcome(results, generator.decoded_tokens, wall, spec.sampling.seed)
+    resolved = spec.model_dump(mode="json")
+    return _Outcome(
+        results, generator.decoded_tokens, wall, spec.sampling.seed, resolved
+    )
 
 
 def _write_outputs(
@@ -181,6 +191,10 @@ def _write_outputs(
         "report_md": out_dir / "report.md",
     }
     for method, outcome in outcomes.items():
+        path = out_dir / SPEC_FOLDER / f"{method.replace('+', '_')}.json"
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(json.dumps(outcome.spec, indent=2) + "\n")
+        report.files[f"{method}:spec"] = path
         responses = [r.text for r in outcome.results]
         for path in task.write_outputs(out_dir, preset, method, prompts, responses):
             report.files[f"{method}:{path.name}"] = path
@@ -249,13 +263,18 @@ def _task(registry: Registry, name: str) -> Task:
     return registry.tasks[name]
 
 
-def _methods(task: Task, preset: str, requested: list[str] | None) -> list[str]:
+def _methods(
+    task: Task, preset: str, requested: list[str] | None, custom: bool = False
+) -> list[str]:
     if preset not in task.presets():
         raise SpecError(
             f"unknown preset {preset!r}; presets of this task: "
             f"{', '.join(task.presets())}"
         )
     available = task.methods(preset)
+    if custom:
+        named = [m for m in requested or [available[0]] if m != "all"]
+        return _methods(task, preset, named) + [CUSTOM_METHOD]
     if not requested or requested == ["all"]:
         return available
     unknown = [m for m in requested if m not in available]
@@ -269,7 +288,10 @@ def _methods(task: Task, preset: str, requested: list[str] | None) -> list[str]:
 def _method_spec(
     task: Task, preset: str, method: str, options: RunOptions, registry: Registry
 ) -> GuidanceSpec:
-    data = task.spec(preset, method)
+    if method == CUSTOM_METHOD:
+        data = load_spec(options.spec, registry).model_dump()
+    else:
+        data = task.spec(preset, method)
     sampling = dict(data.get("sampling", {}))
     if options.seed is not None:
         sampling["seed"] = options.seed

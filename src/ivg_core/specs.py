@@ -356,19 +356,23 @@ class GuidanceSpec(SpecModel):
 
 
 def load_spec(data: dict[str, Any] | str | Path, registry: Registry | None = None):
-    """Validate a spec from a dict, a JSON string or the path of a JSON file.
+    """Validate a spec from a dict, a JSON string or a spec file.
 
     A string that is blank or starts with ``{`` or ``[`` is JSON text; any
-    other string is a path.
+    other string is the path of a TOML, YAML, JSON or Python spec file.
 
     Raises:
         SpecError: lists every invalid field with its path and value, or says
             why the file could not be read.
     """
+    from .spec_files import read_spec_file
+
     if isinstance(data, str) and data.strip() and data.lstrip()[0] not in "{[":
         data = Path(data)
     if isinstance(data, Path):
-        data = _read_spec_file(data)
+        data = read_spec_file(data)
+    if isinstance(data, GuidanceSpec):
+        data = data.model_dump()
     if isinstance(data, str):
         try:
             data = json.loads(data)
@@ -402,17 +406,6 @@ def _check_device_available(parsed: torch.device, device: str) -> None:
         raise ValueError(
             f"device {device!r} is not supported; use 'cpu', 'cuda' or 'mps'"
         )
-
-
-def _read_spec_file(path: Path) -> str:
-    if not path.is_file():
-        raise SpecError(f"spec file {str(path)!r} does not exist or is not a file")
-    try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as error:
-        raise SpecError(
-            f"spec file {str(path)!r} is not valid UTF-8 ({error}); save it as UTF-8"
-        ) from None
 
 
 def format_validation_error(error: ValidationError) -> str:

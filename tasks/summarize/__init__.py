@@ -35,10 +35,11 @@ def post_block(subreddit: str, title: str, post: str) -> str:
 
 
 def clean_summary(text: str | None) -> str | None:
-    """Return a reference summary without its ``TL;DR:`` label or end marker."""
+    """Return a reference summary without its ``TL;DR:`` label, cut at the end
+    marker ``<|endoftext|>`` (some summaries continue with stray text)."""
     if text is None:
         return None
-    text = text.replace(END_OF_TEXT, "").strip()
+    text = text.split(END_OF_TEXT, 1)[0].strip()
     return text.removeprefix("TL;DR:").strip()
 
 
