@@ -53,7 +53,9 @@ class EFTSpec(TokenGuideSpec):
         ),
     )
 
-    @field_validator("tuned", mode="before")
+    @field_validator(
+        "tuned", mode="before", json_schema_input_type=ModelRef | list[ModelRef]
+    )
     @classmethod
     def _wrap_single_model(cls, tuned: Any) -> Any:
         if isinstance(tuned, dict | ModelRef):

@@ -70,7 +70,7 @@ def plugins(as_json: bool) -> None:
     "spec_path",
     required=True,
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Guidance spec as a JSON file.",
+    help="Guidance spec as a TOML, YAML, JSON or Python file.",
 )
 @click.option("--prompt", "prompts", multiple=True, help="A prompt; repeat for more.")
 @click.option(
@@ -144,6 +144,11 @@ def generate(
     help="Prompts decoded together; default: the preset's batch size (16 for "
     "short prompts, fewer for long ones).",
 )
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Delete the outputs of a different run in --out instead of stopping.",
+)
 def run(
     task: str,
     preset: str | None,
@@ -155,8 +160,14 @@ def run(
     spec_path: Path | None,
     max_new_tokens: int | None,
     batch_size: int | None,
+    overwrite: bool,
 ) -> None:
-    """Run the methods of a task preset on the same prompts and report them."""
+    """Run the methods of a task preset on the same prompts and report them.
+
+    Each finished batch is saved at once; running the same command again
+    resumes an interrupted run. Under accelerate launch or torchrun, the
+    processes share the batches and the main process writes the outputs.
+    """
     from .runner import RunOptions, run_task
 
     options = RunOptions(
@@ -170,10 +181,12 @@ def run(
         seed=seed,
         max_new_tokens=max_new_tokens,
         batch_size=batch_size,
+        overwrite=overwrite,
     )
     report = run_task(options)
-    click.echo(report.markdown())
-    click.echo(f"outputs written to {out_dir}", err=True)
+    if report is not None:
+        click.echo(report.markdown())
+        click.echo(f"outputs written to {out_dir}", err=True)
 
 
 @cli.group()

@@ -64,7 +64,8 @@ class GuidedGenerator:
         """Validate a spec, check vocabularies, then load its models.
 
         Args:
-            spec: the spec, or its data as a dict, a JSON string or a JSON file.
+            spec: the spec, or its data as a dict, a JSON string or the path of
+                a TOML, YAML, JSON or Python spec file.
             registry: the plugin registry; default: the current registry.
             store: a model store to share loaded models with other generators.
         """

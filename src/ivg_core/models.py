@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,10 +31,17 @@ OFFLINE_HINT = (
 
 
 def resolve_device(device: str) -> torch.device:
-    """Return the torch device for a spec value; 'auto' prefers the first GPU."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    """Return the torch device for a spec value.
+
+    'auto' is the CPU without CUDA; with CUDA it is the first GPU, or in a run
+    of several processes each process's own GPU (``LOCAL_RANK``).
+    """
+    if device != "auto":
+        return torch.device(device)
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    return torch.device("cuda", local_rank % torch.cuda.device_count())
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:

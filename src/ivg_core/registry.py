@@ -75,6 +75,7 @@ class Registry:
         self.plugins: list[PluginInfo] = []
         self._groups: dict[str, dict[str, Any]] = {name: {} for name in GROUPS}
         self._owners: dict[tuple[str, str], PluginInfo] = {}
+        self._added_hookspecs: list[object] = []
         if trace if trace is not None else bool(os.environ.get(TRACE_ENV)):
             self._enable_tracing()
 
@@ -120,7 +121,7 @@ class Registry:
                 raised, or it registered an invalid class or a duplicate kind.
                 Nothing of a rejected plugin stays registered.
         """
-        name = name or getattr(plugin, "__name__", None) or type(plugin).__name__
+        name = name or _plugin_name(plugin)
         info = PluginInfo(name=name, distribution=distribution, builtin=builtin)
         if self.plugin_manager.is_registered(plugin):
             raise PluginError(
@@ -128,9 +129,10 @@ class Registry:
                 "plugin object once"
             )
         _check_unmarked_hooks(plugin, info)
+        self.add_hookspecs(plugin, info)
         try:
             self.plugin_manager.register(plugin, name=name)
-            self.plugin_manager.check_pending()
+            self._check_unknown_hooks(plugin)
         except (pluggy.PluginValidationError, ValueError) as error:
             if self.plugin_manager.is_registered(plugin):
                 self.plugin_manager.unregister(plugin)
@@ -145,6 +147,18 @@ class Registry:
             raise
         self._commit(staged, info)
         return info
+
+    def _check_unknown_hooks(self, plugin: object) -> None:
+        """Reject implementations of ``ivg_register_*`` hooks that do not exist.
+
+        Implementations of other hooks without a specification stay pending,
+        because a plugin registered later may declare them in ``ivg_hookspecs``.
+        """
+        for hook_name, caller in vars(self.plugin_manager.hook).items():
+            if not hook_name.startswith("ivg_register_") or caller.spec is not None:
+                continue
+            if any(impl.plugin is plugin for impl in caller.get_hookimpls()):
+                raise ValueError(f"unknown hook {hook_name!r}")
 
     def _collect(self, plugin: object, info: PluginInfo) -> list[tuple[str, str, Any]]:
         """Call each registration hook of one plugin and validate what it returns."""
@@ -194,6 +208,34 @@ class Registry:
         self.plugins.append(info)
         logger.debug("registered plugin %s: %s", info.label(), info.kinds)
 
+    def add_hookspecs(self, plugin: object, info: PluginInfo | None = None) -> None:
+        """Add the hook specifications that a plugin declares in ``ivg_hookspecs``.
+
+        A plugin extends the plugin system by setting ``ivg_hookspecs`` to a
+        module or class of functions decorated with ``ivg_core.hookspec``;
+        other plugins then implement those hooks, and the plugin calls them
+        through ``registry.plugin_manager.hook``. Adding the same
+        specifications twice has no effect.
+
+        Raises:
+            PluginError: ``ivg_hookspecs`` holds no hook specifications, or one
+                whose name an existing hook already has.
+        """
+        specs = getattr(plugin, "ivg_hookspecs", None)
+        if specs is None or specs in self._added_hookspecs:
+            return
+        info = info or PluginInfo(
+            name=_plugin_name(plugin), distribution=None, builtin=False
+        )
+        try:
+            self.plugin_manager.add_hookspecs(specs)
+        except ValueError as error:
+            raise PluginError(
+                f"plugin {info.label()} declares invalid ivg_hookspecs: {error}. "
+                "Decorate each hook function there with ivg_core.hookspec."
+            ) from None
+        self._added_hookspecs.append(specs)
+
     def owner(self, group: str, kind: str) -> PluginInfo | None:
         """Return the plugin that registered a kind."""
         return self._owners.get((group, kind))
@@ -216,6 +258,7 @@ class Registry:
         """
         seen: set[tuple[str, str]] = set()
         matched: set[str] = set()
+        loaded: list[tuple[object, str, str | None, bool]] = []
         for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
             if (entry_point.name, entry_point.value) in seen:
                 continue
@@ -229,12 +272,14 @@ class Registry:
                 )
                 continue
             matched |= wanted
-            self.register(
-                _load_entry_point(entry_point, distribution),
-                name=entry_point.name,
-                distribution=distribution,
-                builtin=builtin,
-            )
+            plugin = _load_entry_point(entry_point, distribution)
+            loaded.append((plugin, entry_point.name, distribution, builtin))
+        # Hook specifications that plugins add come first, so that a plugin
+        # may implement a hook of a plugin that loads after it.
+        for plugin, name, distribution, builtin in loaded:
+            self.add_hookspecs(plugin, PluginInfo(name, distribution, builtin))
+        for plugin, name, distribution, builtin in loaded:
+            self.register(plugin, name=name, distribution=distribution, builtin=builtin)
         for name in sorted((allowed or set()) - matched):
             logger.warning(
                 "%s names %r, but no installed plugin has that name", LOAD_ENV, name
@@ -250,6 +295,10 @@ class Registry:
                 logger.info("hook %s raised %r", hook_name, outcome.exception)
 
         self.plugin_manager.add_hookcall_monitoring(before, after)
+
+
+def _plugin_name(plugin: object) -> str:
+    return getattr(plugin, "__name__", None) or type(plugin).__name__
 
 
 def _normalize(name: str) -> str:

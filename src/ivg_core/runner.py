@@ -1,26 +1,33 @@
 """Task runs: every method of a preset on the same prompts, scored by a golden
-evaluator, with generations and a report written to an output folder."""
+evaluator, with generations and a report written to an output folder.
+
+A run decodes its prompts in fixed batches and saves each finished batch at
+once, so that running an interrupted command again resumes it (see
+``run_folder``), and so that processes launched with accelerate or torchrun
+share the batches between them.
+"""
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 from tqdm.auto import tqdm
 
+from .distributed import Processes, current_processes
 from .errors import SpecError
 from .extension import BuildContext, Evaluator, Task, TaskPrompt
 from .generator import GuidedGenerator
 from .models import ModelStore
 from .registry import Registry, current_registry
-from .report import MethodSummary, format_markdown, summarize_method
+from .report import MethodSummary, format_markdown
 from .results import GenerationResult
+from .run_folder import BatchRecord, RunFolder, manifest_for
+from .run_outputs import finish_run
 from .specs import EvaluatorSpec, GuidanceSpec, format_validation_error, load_spec
 
 __all__ = ["RunOptions", "RunReport", "resolved_spec", "run_task"]
@@ -28,7 +35,6 @@ __all__ = ["RunOptions", "RunReport", "resolved_spec", "run_task"]
 logger = logging.getLogger(__name__)
 
 CUSTOM_METHOD = "custom"
-SPEC_FOLDER = "specs"
 
 
 @dataclass
@@ -47,6 +53,9 @@ class RunOptions:
             baseline unless ``methods`` names others.
         max_new_tokens: override of every spec's ``sampling.max_new_tokens``.
         batch_size: prompts decoded together; None means the task's default.
+            Batches are the unit that a resumed run skips or decodes again.
+        overwrite: delete the outputs of a different run in ``out_dir``
+            instead of stopping with an error.
         progress: show a progress bar on stderr.
     """
 
@@ -60,6 +69,7 @@ class RunOptions:
     spec: Path | None = None
     max_new_tokens: int | None = None
     batch_size: int | None = None
+    overwrite: bool = False
     progress: bool = True
 
 
@@ -78,132 +88,147 @@ class RunReport:
         return format_markdown(self.summaries, self.golden)
 
 
-def run_task(options: RunOptions, registry: Registry | None = None) -> RunReport:
-    """Run methods of a task preset on the same prompts and write the results.
+@dataclass
+class RunPlan:
+    """A validated run: what to decode, in which batches, scored how."""
 
-    Every spec is validated, and the prompts are read, before any model loads.
+    task: Task
+    preset: str
+    methods: list[str]
+    specs: dict[str, GuidanceSpec]
+    evaluator: EvaluatorSpec
+    prompts: list[TaskPrompt]
+    batch_size: int
+    options: RunOptions
+
+    def batches(self) -> list[list[TaskPrompt]]:
+        """Return the prompts in batches of ``batch_size``, in order."""
+        size = self.batch_size
+        return [self.prompts[i : i + size] for i in range(0, len(self.prompts), size)]
+
+    def setup(self) -> dict[str, Any]:
+        """Return what determines the outputs, for the run manifest."""
+        return {
+            "task": self.options.task,
+            "preset": self.preset,
+            "methods": self.methods,
+            "specs": {m: s.model_dump(mode="json") for m, s in self.specs.items()},
+            "evaluator": self.evaluator.model_dump(mode="json"),
+            "prompts": self.options.prompts,
+            "limit": self.options.limit,
+            "prompt_ids": [p.id for p in self.prompts],
+            "batch_size": self.batch_size,
+        }
+
+
+def plan_run(options: RunOptions, registry: Registry | None = None) -> RunPlan:
+    """Validate every spec and read the prompts, before any model loads.
 
     Raises:
         SpecError: an unknown task, preset or method, or an invalid spec.
+        DataError: the prompts could not be read.
     """
     registry = registry or current_registry()
     task = _task(registry, options.task)
     preset = options.preset or task.default_preset
     methods = _methods(task, preset, options.methods, options.spec is not None)
     specs = {m: _method_spec(task, preset, m, options, registry) for m in methods}
-    evaluator_spec = _evaluator_spec(task.evaluator(preset), registry)
+    evaluator = _evaluator_spec(task.evaluator(preset), registry)
     prompts = _prompts(task, preset, options)
-
-    if options.batch_size is None:
-        options = replace(options, batch_size=task.default_batch_size(preset))
-    store = ModelStore(registry)
-    evaluator = evaluator_spec.build(BuildContext({}, None, store))
-    outcomes = {
-        method: _run_method(method, specs[method], prompts, options, registry, store)
-        for method in methods
-    }
-    return _write_outputs(
-        task, options, preset, prompts, outcomes, evaluator, evaluator_spec
+    batch_size = options.batch_size or task.default_batch_size(preset)
+    return RunPlan(
+        task, preset, methods, specs, evaluator, prompts, batch_size, options
     )
 
 
-@dataclass
-class _Outcome:
-    results: list[GenerationResult]
-    decoded_tokens: int
-    wall_seconds: float
-    seed: int
-    spec: dict[str, Any]
+def run_task(options: RunOptions, registry: Registry | None = None) -> RunReport | None:
+    """Run methods of a task preset on the same prompts and write the results.
+
+    Every spec is validated, and the prompts are read, before any model loads.
+    In a run of several processes, each decodes its share of the batches, and
+    the main process merges them and returns the report; the others return
+    None.
+
+    Raises:
+        SpecError: an unknown task, preset or method, an invalid spec, or an
+            output folder that holds a different run.
+    """
+    registry = registry or current_registry()
+    plan = plan_run(options, registry)
+    processes = current_processes()
+    folder = RunFolder(options.out_dir)
+    if processes.is_main and folder.prepare(
+        manifest_for(plan.setup()), options.overwrite
+    ):
+        logger.info("resuming the run in %s", folder.path)
+    processes.wait_for_everyone()
+
+    done = folder.done_batches()
+    store = ModelStore(registry)
+    evaluator = plan.evaluator.build(BuildContext({}, None, store))
+    for method in plan.methods:
+        _run_method(plan, method, folder, done, processes, store, evaluator, registry)
+    processes.wait_for_everyone()
+    if not processes.is_main:
+        return None
+    summaries, golden_name, files = finish_run(plan, folder)
+    return RunReport(options.task, plan.preset, summaries, golden_name, files)
 
 
 def _run_method(
+    plan: RunPlan,
     method: str,
-    spec: GuidanceSpec,
-    prompts: list[TaskPrompt],
-    options: RunOptions,
-    registry: Registry,
+    folder: RunFolder,
+    done: dict[tuple[str, int], BatchRecord],
+    processes: Processes,
     store: ModelStore,
-) -> _Outcome:
-    logger.info("loading the models of method %r", method)
-    generator = GuidedGenerator(spec, registry, store=store)
-    results: list[GenerationResult] = []
-    started = time.perf_counter()
-    with tqdm(
-        total=len(prompts), desc=method, unit="prompt", disable=not options.progress
-    ) as progress:
-        for start in range(0, len(prompts), options.batch_size):
-            batch = prompts[start : start + options.batch_size]
-            results += generator.generate(
-                [p.text for p in batch], prompt_ids=[p.id for p in batch]
-            )
-            progress.update(len(batch))
-    wall = time.perf_counter() - started
-    resolved = spec.model_dump(mode="json")
-    return _Outcome(
-        results, generator.decoded_tokens, wall, spec.sampling.seed, resolved
-    )
-
-
-def _write_outputs(
-    task: Task,
-    options: RunOptions,
-    preset: str,
-    prompts: list[TaskPrompt],
-    outcomes: dict[str, _Outcome],
     evaluator: Evaluator,
-    evaluator_spec: EvaluatorSpec,
-) -> RunReport:
-    out_dir = Path(options.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    texts = [p.text for p in prompts]
-    references = [p.reference for p in prompts]
-    golden = {
-        method: evaluator.evaluate(texts, [r.text for r in outcome.results], references)
-        for method, outcome in outcomes.items()
-    }
-    generations = out_dir / "generations.jsonl"
-    with generations.open("w", encoding="utf-8") as handle:
-        for method, outcome in outcomes.items():
-            for prompt, result, score in zip(
-                prompts, outcome.results, golden[method], strict=True
-            ):
-                row = _generation_row(method, prompt, result, score, outcome.seed)
-                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-
-    baseline_method = task.methods(preset)[0]
-    baseline = golden.get(baseline_method)
-    summaries = [
-        summarize_method(
-            method,
-            golden[method],
-            None if method == baseline_method else baseline,
-            sum(len(r.token_ids) for r in outcome.results),
-            outcome.decoded_tokens,
-            outcome.wall_seconds,
-            mean_words=_mean_words(outcome.results),
-        )
-        for method, outcome in outcomes.items()
+    registry: Registry,
+) -> None:
+    batches = plan.batches()
+    todo = [
+        i
+        for i in range(len(batches))
+        if i % processes.world_size == processes.rank and (method, i) not in done
     ]
-    report = RunReport(options.task, preset, summaries, evaluator_spec.kind)
-    report.files = {
-        "generations": generations,
-        "report_json": out_dir / "report.json",
-        "report_md": out_dir / "report.md",
-    }
-    for method, outcome in outcomes.items():
-        path = out_dir / SPEC_FOLDER / f"{method.replace('+', '_')}.json"
-        path.parent.mkdir(exist_ok=True)
-        path.write_text(json.dumps(outcome.spec, indent=2) + "\n")
-        report.files[f"{method}:spec"] = path
-        responses = [r.text for r in outcome.results]
-        for path in task.write_outputs(out_dir, preset, method, prompts, responses):
-            report.files[f"{method}:{path.name}"] = path
-    _write_report_files(report, options, len(prompts))
-    return report
+    if not todo:
+        return
+    logger.info("loading the models of method %r", method)
+    generator = GuidedGenerator(plan.specs[method], registry, store=store)
+    total = sum(len(batches[i]) for i in todo)
+    show = plan.options.progress and processes.is_main
+    with tqdm(total=total, desc=method, unit="prompt", disable=not show) as progress:
+        for index in todo:
+            record = _decode_batch(
+                plan, method, index, batches[index], generator, evaluator
+            )
+            folder.append(processes.rank, record)
+            progress.update(len(batches[index]))
 
 
-def _mean_words(results: list[GenerationResult]) -> float:
-    return sum(len(r.text.split()) for r in results) / max(len(results), 1)
+def _decode_batch(
+    plan: RunPlan,
+    method: str,
+    index: int,
+    batch: list[TaskPrompt],
+    generator: GuidedGenerator,
+    evaluator: Evaluator,
+) -> BatchRecord:
+    texts = [p.text for p in batch]
+    tokens_before = generator.decoded_tokens
+    started = time.perf_counter()
+    results = generator.generate(texts, prompt_ids=[p.id for p in batch])
+    wall = time.perf_counter() - started
+    golden = evaluator.evaluate(
+        texts, [r.text for r in results], [p.reference for p in batch]
+    )
+    seed = plan.specs[method].sampling.seed
+    rows = [
+        _generation_row(method, prompt, result, score, seed)
+        for prompt, result, score in zip(batch, results, golden, strict=True)
+    ]
+    decoded = generator.decoded_tokens - tokens_before
+    return BatchRecord(method, index, rows, wall, decoded)
 
 
 def _generation_row(
@@ -221,27 +246,6 @@ def _generation_row(
         "new_tokens": len(result.token_ids),
         "seed": seed,
     }
-
-
-def _write_report_files(report: RunReport, options: RunOptions, prompts: int) -> None:
-    created = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    data = {
-        "task": report.task,
-        "preset": report.preset,
-        "golden": report.golden,
-        "prompts": prompts,
-        "seed": options.seed,
-        "max_new_tokens": options.max_new_tokens,
-        "created": created,
-        "methods": [summary.to_dict() for summary in report.summaries],
-    }
-    report.files["report_json"].write_text(json.dumps(data, indent=2) + "\n")
-    header = (
-        f"# {report.task}, preset {report.preset}\n\n"
-        f"{prompts} prompts, golden reward: {report.golden}, written {created}.\n"
-        "Δ and win rate compare each method with `base` on the same prompts.\n\n"
-    )
-    report.files["report_md"].write_text(header + report.markdown())
 
 
 def resolved_spec(
