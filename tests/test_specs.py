@@ -502,7 +502,7 @@ def test_invalid_json_spec_rejected(text):
 def test_invalid_json_file_rejected(tmp_path):
     path = tmp_path / "spec.json"
     path.write_text("base: gpt2\n", encoding="utf-8")
-    with pytest.raises(SpecError, match="spec is not valid JSON: "):
+    with pytest.raises(SpecError, match=r"spec\.json' is not valid json: "):
         load_spec(path)
 
 
