@@ -245,3 +245,27 @@ def test_generate_empty_prompt_works(tmp_path, bpe, registry):
     results = GuidedGenerator({"base": model_ref(folder)}, registry).generate([""])
 
     assert len(results[0].token_ids) >= 1
+
+
+def test_device_map_equals_single_device(ivg_spec, registry):
+    """device_map spreads layers with accelerate; on one CPU it changes nothing."""
+    mapped = {
+        **ivg_spec,
+        "base": {**ivg_spec["base"], "device": "auto", "device_map": "auto"},
+    }
+
+    expected = GuidedGenerator(ivg_spec, registry).generate(PROMPTS[:2])
+    results = GuidedGenerator(mapped, registry).generate(PROMPTS[:2])
+
+    assert [r.token_ids for r in results] == [r.token_ids for r in expected]
+
+
+def test_device_map_with_device_rejected(ivg_spec, registry):
+    from ivg_core import SpecError
+
+    spec = {**ivg_spec, "base": {**ivg_spec["base"], "device_map": "auto"}}
+
+    with pytest.raises(
+        SpecError, match="device 'cpu' and device_map 'auto' are both set"
+    ):
+        GuidedGenerator(spec, registry)

@@ -130,10 +130,20 @@ class SequenceScoreModel(nn.Module):
 
 
 def load_head_model(
-    resolved: ResolvedModel, head: str, dtype: torch.dtype, device: torch.device
+    resolved: ResolvedModel,
+    head: str,
+    dtype: torch.dtype,
+    device: torch.device,
+    device_map: str | None = None,
 ) -> nn.Module:
-    """Load the model of one head kind from resolved files, in eval mode."""
+    """Load the model of one head kind from resolved files, in eval mode.
+
+    With ``device_map``, accelerate spreads the layers over the devices and
+    ``device`` is not used; a score head goes to the device of the last layer.
+    """
     kwargs = dict(resolved.extra)
+    if device_map is not None:
+        kwargs["device_map"] = device_map
     if resolved.revision is not None:
         kwargs["revision"] = resolved.revision
     if resolved.gguf_file is not None:
@@ -155,7 +165,12 @@ def load_head_model(
             f"unknown head {head!r}; use 'causal_lm', 'token_rm', "
             "'sequence_classifier' or 'sequence_score'"
         )
-    return model.to(device).eval()
+    if device_map is None:
+        model = model.to(device)
+    elif isinstance(getattr(model, "score_head", None), nn.Module):
+        last = list(model.backbone.parameters())[-1].device
+        model.score_head.to(last)
+    return model.eval()
 
 
 class _HideScoreHeadReport(logging.Filter):

@@ -101,7 +101,7 @@ class ModelStore:
         resolved = self.resolve(ref)
         device = resolve_device(ref.device)
         dtype = resolve_dtype(ref.dtype, device)
-        key = (*_files_key(resolved), str(dtype), str(device), head)
+        key = (*_files_key(resolved), str(dtype), str(device), ref.device_map, head)
         if key not in self._models:
             logger.info(
                 "loading %s (%s, %s, %s)", ref.name_or_path, head, dtype, device
@@ -110,7 +110,7 @@ class ModelStore:
                 "model",
                 ref,
                 resolved,
-                lambda: load_head_model(resolved, head, dtype, device),
+                lambda: load_head_model(resolved, head, dtype, device, ref.device_map),
             )
         return self._models[key]
 

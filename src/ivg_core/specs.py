@@ -93,8 +93,19 @@ class ModelRef(SpecModel):
         "auto",
         description=(
             "torch device such as 'cpu', 'cuda' or 'cuda:1'; 'auto' means the "
-            "first CUDA device when one is available, else the CPU."
+            "first CUDA device when one is available (each process's own in a "
+            "run of several processes), else the CPU."
         ),
+    )
+    device_map: Literal["auto", "balanced", "balanced_low_0", "sequential"] | None = (
+        Field(
+            None,
+            description=(
+                "Spread the model's layers over every visible GPU (and the CPU "
+                "when they are full) with accelerate, for models larger than "
+                "one GPU; replaces device. None keeps the whole model on device."
+            ),
+        )
     )
     template: str = Field(
         PROMPT_FIELD,
@@ -113,6 +124,16 @@ class ModelRef(SpecModel):
     system: str | None = Field(
         None, description="System message before the user message; needs chat."
     )
+
+    @model_validator(mode="after")
+    def _check_device_map(self) -> ModelRef:
+        if self.device_map is not None and self.device != "auto":
+            raise ValueError(
+                f"device {self.device!r} and device_map {self.device_map!r} are "
+                "both set; device_map places the model itself, so leave device "
+                "at 'auto'"
+            )
+        return self
 
     @model_validator(mode="after")
     def _check_system(self) -> ModelRef:
