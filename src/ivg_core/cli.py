@@ -277,6 +277,165 @@ def bench(
     click.echo(format_table(results))
 
 
+@cli.group()
+def train() -> None:
+    """Train value functions: DPO-tuned guides and token reward models."""
+
+
+@train.command("dpo")
+@click.option(
+    "--model",
+    required=True,
+    help="Model to start from: Hub id, folder or embedded name.",
+)
+@click.option(
+    "--data",
+    required=True,
+    help="Preference pairs (prompt, chosen, rejected): a JSON Lines, JSON or "
+    "CSV file, or 'hf:DATASET[:SPLIT]'.",
+)
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Folder of the tuned model.",
+)
+@click.option("--beta", type=float, default=0.1, show_default=True, help="DPO's beta.")
+@click.option(
+    "--learning-rate",
+    type=float,
+    default=5e-6,
+    show_default=True,
+    help="Optimizer learning rate.",
+)
+@click.option(
+    "--epochs", type=float, default=1.0, show_default=True, help="Passes over the data."
+)
+@click.option(
+    "--max-steps",
+    type=int,
+    default=-1,
+    show_default=True,
+    help="Stop after this many steps; -1 runs every epoch.",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=4,
+    show_default=True,
+    help="Pairs per step.",
+)
+@click.option(
+    "--max-length",
+    type=click.IntRange(min=8),
+    default=256,
+    show_default=True,
+    help="Tokens kept per example.",
+)
+@click.option(
+    "--lora", is_flag=True, help="Train LoRA adapters with peft and merge them."
+)
+@click.option(
+    "--lora-rank",
+    type=click.IntRange(min=1),
+    default=16,
+    show_default=True,
+    help="Rank of the LoRA adapters.",
+)
+@click.option("--limit", type=click.IntRange(min=1), help="Use only the first N pairs.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
+def train_dpo_command(**arguments) -> None:
+    """Fine-tune the tuned model of an implicit pair with DPO (TRL).
+
+    The starting model is the untuned half of the pair; the output folder
+    holds a checkpoint that eft and implicit_value load as the tuned model.
+    Running the same command again resumes a stopped run.
+    """
+    from .training.dpo import DPOOptions, train_dpo
+
+    result = train_dpo(DPOOptions(**arguments))
+    losses = [entry["loss"] for entry in result["log"] if "loss" in entry]
+    if losses:
+        click.echo(f"loss: first {losses[0]:.4f}, last {losses[-1]:.4f}")
+    click.echo(f"tuned model written to {arguments['out']}", err=True)
+
+
+@train.command("token-rm")
+@click.option(
+    "--model", required=True, help="Backbone: Hub id, folder or embedded name."
+)
+@click.option(
+    "--data",
+    required=True,
+    help="Labelled sequences (text, label) or preference pairs (prompt, chosen, "
+    "rejected): a JSON Lines, JSON or CSV file, or 'hf:DATASET[:SPLIT]'.",
+)
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Folder of the token reward model.",
+)
+@click.option(
+    "--train-rows",
+    type=click.IntRange(min=1),
+    help="Records used for training, from the start; default: three quarters.",
+)
+@click.option(
+    "--eval-rows",
+    type=click.IntRange(min=1),
+    help="Held-out records after the training ones; default: all of them.",
+)
+@click.option(
+    "--max-tokens",
+    type=click.IntRange(min=2),
+    default=128,
+    show_default=True,
+    help="Tokens kept per sequence.",
+)
+@click.option(
+    "--layers",
+    type=click.IntRange(min=1),
+    help="Keep only the first N transformer layers of the backbone.",
+)
+@click.option(
+    "--epochs",
+    type=click.IntRange(min=1),
+    default=20,
+    show_default=True,
+    help="Passes over the training data.",
+)
+@click.option(
+    "--learning-rate",
+    type=float,
+    default=1e-3,
+    show_default=True,
+    help="Learning rate of the head.",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=32,
+    show_default=True,
+    help="Sequences per step.",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
+def train_token_rm_command(**arguments) -> None:
+    """Train a token reward model on a frozen backbone.
+
+    The checkpoint has the reference layout (backbone and score_head of shape
+    (vocab, hidden)), so token_rm loads it as a guide or a chunk scorer. The
+    backbone runs once and its states are cached, so training takes minutes
+    on a CPU; running the same command again resumes a stopped run.
+    """
+    from .training.token_rm import TokenRMOptions, train_token_rm
+
+    metrics = train_token_rm(TokenRMOptions(**arguments))
+    for name, value in metrics.items():
+        click.echo(f"{name}: {value:.4f}")
+    click.echo(f"token reward model written to {arguments['out']}", err=True)
+
+
 @cli.command()
 def env() -> None:
     """Print versions of Python, ivg and its main dependencies, for bug reports."""

@@ -1,0 +1,1 @@
+"""Training value functions: DPO-tuned guides and token reward models."""
