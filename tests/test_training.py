@@ -196,3 +196,22 @@ def test_token_rm_resumes_after_failure(
     assert "reading cached backbone states" in caplog.text
     assert "resuming token RM training after epoch 2" in caplog.text
     assert (out / "model.safetensors").is_file()
+
+
+def test_offline_ivg_uses_trained_token_rm(tmp_path, monkeypatch):
+    from ivg_tasks.sentiment import SentimentTask
+
+    monkeypatch.setenv("IVG_CACHE_DIR", str(tmp_path))
+    task = SentimentTask()
+    assert task.spec("offline", "ivg")["chunk_scorers"][0]["kind"] == "lm_judge"
+    folder = tmp_path / "models" / "token-rm-imdb"
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text("{}")
+
+    [scorer] = task.spec("offline", "ivg")["chunk_scorers"]
+
+    assert scorer == {"kind": "token_rm", "model": {"name_or_path": str(folder)}}
+    assert task.spec("paper", "ivg")["chunk_scorers"][0]["kind"] == "token_rm"
+    assert task.spec("paper", "ivg")["chunk_scorers"][0]["model"]["name_or_path"] == (
+        "chadlzx/gpt2-imdb-token-rm"
+    )

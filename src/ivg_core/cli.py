@@ -372,9 +372,13 @@ def train_dpo_command(**arguments) -> None:
 )
 @click.option(
     "--out",
-    required=True,
     type=click.Path(path_type=Path),
     help="Folder of the token reward model.",
+)
+@click.option(
+    "--name",
+    help="Write the model to the ivg cache folder under this name instead of "
+    "--out; the offline sentiment preset looks for 'token-rm-imdb' there.",
 )
 @click.option(
     "--train-rows",
@@ -430,6 +434,13 @@ def train_token_rm_command(**arguments) -> None:
     """
     from .training.token_rm import TokenRMOptions, train_token_rm
 
+    name = arguments.pop("name")
+    if (name is None) == (arguments["out"] is None):
+        raise click.UsageError("pass either --out FOLDER or --name NAME")
+    if name is not None:
+        from ivg_plugins.embedded import cache_dir
+
+        arguments["out"] = cache_dir() / name
     metrics = train_token_rm(TokenRMOptions(**arguments))
     for name, value in metrics.items():
         click.echo(f"{name}: {value:.4f}")

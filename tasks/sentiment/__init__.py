@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 from importlib.resources import files
+from pathlib import Path
 
 from ivg_core import TaskPrompt, hookimpl
 from ivg_core.data import HUB_PREFIX, load_hub_dataset, read_records, require_column
@@ -35,6 +36,20 @@ def review_opening(review: str, words: int = DEFAULT_WORDS) -> str:
     return " ".join(text.split()[:words])
 
 
+TRAINED_TOKEN_RM = "token-rm-imdb"
+
+
+def trained_token_rm() -> Path | None:
+    """Return the folder of the IMDB token reward model in the cache, if any.
+
+    ``ivg train token-rm ... --name token-rm-imdb`` writes it there.
+    """
+    from ivg_plugins.embedded import cache_dir
+
+    folder = cache_dir() / TRAINED_TOKEN_RM
+    return folder if (folder / "config.json").is_file() else None
+
+
 class SentimentTask(PresetTask):
     """IMDB sentiment: continue review openings; higher sentiment is better."""
 
@@ -44,6 +59,20 @@ class SentimentTask(PresetTask):
 
     def __init__(self, words: int = DEFAULT_WORDS) -> None:
         self.words = words
+
+    def spec(self, preset: str, method: str) -> dict:
+        """Return a method's spec; offline ``ivg`` uses a trained token RM if any.
+
+        With a token reward model trained on IMDB in the cache, the offline
+        ``ivg`` method scores chunks with it instead of the zero-shot judge.
+        """
+        spec = super().spec(preset, method)
+        folder = trained_token_rm()
+        if preset == "offline" and method == "ivg" and folder is not None:
+            spec["chunk_scorers"] = [
+                {"kind": "token_rm", "model": {"name_or_path": str(folder)}}
+            ]
+        return spec
 
     def load_prompts(self, preset: str, source: str | None) -> list[TaskPrompt]:
         source = source or self.preset(preset).prompts
