@@ -13,6 +13,7 @@ from ivg_core.bench import (
     BenchResult,
     format_table,
     measure_workload,
+    run_benchmark,
     workload_spec,
 )
 
@@ -72,3 +73,19 @@ def test_bench_result_ratios_and_table():
         "| a | demo | 4 | 64 | 3200 | 10.0 | 320 | 1.25 | 8.0× | 512 |"
         in format_table([result])
     )
+
+
+def test_run_benchmark_worker_uses_model(gpt2_base):
+    [result] = run_benchmark(["base"], 2, 1, 0, model_ref(gpt2_base))
+
+    assert result.workload == "base"
+    assert result.prompts == 2
+    assert result.new_tokens == 2 * 50
+    assert result.floor_seconds is None
+
+
+def test_run_benchmark_worker_missing_model(tmp_path):
+    missing = str(tmp_path / "no-such-model")
+
+    with pytest.raises(RuntimeError, match="no-such-model"):
+        run_benchmark(["base"], 1, 1, 0, {"name_or_path": missing})

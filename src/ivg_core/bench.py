@@ -313,8 +313,9 @@ def _peak_memory_mib() -> float:
 
 def _worker(argv: list[str]) -> None:
     name, count, repeats, reference_prompts = argv[0], *map(int, argv[1:4])
+    model = json.loads(argv[4]) if len(argv) > 4 else None
     result = measure_workload(
-        name, benchmark_prompts(count), repeats, reference_prompts
+        name, benchmark_prompts(count), repeats, reference_prompts, model
     )
     print(json.dumps(asdict(result)))
 
