@@ -10,7 +10,7 @@ import pytest
 import torch
 from conftest import model_ref
 
-from ivg_core import Decoder, GuidedGenerator
+from ivg_core import DataError, Decoder, GuidedGenerator
 from ivg_core.training.common import CONFIG_FILE
 from ivg_core.training.dpo import DPOOptions, train_dpo
 from ivg_core.training.token_rm import TokenRMOptions, train_token_rm
@@ -215,3 +215,81 @@ def test_offline_ivg_uses_trained_token_rm(tmp_path, monkeypatch):
     assert task.spec("paper", "ivg")["chunk_scorers"][0]["model"]["name_or_path"] == (
         "chadlzx/gpt2-imdb-token-rm"
     )
+
+
+def test_token_rm_trains_top_layer(tmp_path, reviews, gpt2_base):
+    """Training the top layer changes it and leaves the frozen layers as they were."""
+    from safetensors.torch import load_file
+
+    out = tmp_path / "rm"
+    metrics = train_token_rm(
+        TokenRMOptions(
+            model=str(gpt2_base),
+            data=str(reviews),
+            out=out,
+            train_rows=120,
+            train_layers=1,
+            epochs=10,
+        )
+    )
+
+    before = load_file(str(gpt2_base / "model.safetensors"))
+    after = load_file(str(out / "model.safetensors"))
+    layers = json.loads((out / "config.json").read_text())["n_layer"]
+    top = f"h.{layers - 1}.mlp.c_fc.weight"
+    assert metrics["accuracy"] >= 0.9
+    assert not torch.equal(_tensor(before, top), _tensor(after, top))
+    assert torch.equal(
+        _tensor(before, "h.0.mlp.c_fc.weight"), _tensor(after, "h.0.mlp.c_fc.weight")
+    )
+    assert torch.equal(_tensor(before, "wte.weight"), _tensor(after, "wte.weight"))
+
+
+def _tensor(state: dict, name: str) -> torch.Tensor:
+    """Return a GPT-2 tensor whether its key has the 'transformer.' prefix or not."""
+    return state.get(name, state.get(f"transformer.{name}"))
+
+
+@pytest.mark.parametrize("backbone", ["gpt2_base", "llama_base"])
+def test_token_rm_trained_layer_checkpoint_accuracy(
+    tmp_path, reviews, backbone, request
+):
+    """The saved checkpoint reproduces the held-out accuracy measured in training."""
+    folder = request.getfixturevalue(backbone)
+    from transformers import AutoTokenizer
+
+    from ivg_core.extension import ResolvedModel
+    from ivg_core.heads import load_head_model
+
+    out = tmp_path / "rm"
+    metrics = train_token_rm(
+        TokenRMOptions(
+            model=str(folder),
+            data=str(reviews),
+            out=out,
+            train_rows=120,
+            train_layers=1,
+            epochs=3,
+        )
+    )
+
+    rows = labelled_reviews(160)[120:]
+    resolved = ResolvedModel(str(out))
+    model = load_head_model(resolved, "token_rm", torch.float32, torch.device("cpu"))
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    correct = 0
+    for row in rows:
+        ids = tokenizer(row["text"])["input_ids"][:128]
+        with torch.no_grad():
+            values = model(input_ids=torch.tensor([ids[:-1]]), use_cache=False).logits
+        correct += int((values[0, -1, ids[-1]] > 0).item() == bool(row["label"]))
+    assert correct / len(rows) == pytest.approx(metrics["accuracy"])
+
+
+def test_token_rm_too_many_trained_layers(tmp_path, reviews, gpt2_base):
+    options = TokenRMOptions(
+        model=str(gpt2_base), data=str(reviews), out=tmp_path / "rm", train_layers=2
+    )
+
+    with pytest.raises(DataError, match="train_layers=2 leaves no frozen layer"):
+        train_token_rm(options)

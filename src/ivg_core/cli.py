@@ -403,6 +403,21 @@ def train_dpo_command(**arguments) -> None:
     help="Keep only the first N transformer layers of the backbone.",
 )
 @click.option(
+    "--train-layers",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Also train the top N transformer layers and the final norm; 0 keeps "
+    "the backbone frozen.",
+)
+@click.option(
+    "--backbone-learning-rate",
+    type=float,
+    default=1e-4,
+    show_default=True,
+    help="Learning rate of the layers that --train-layers trains.",
+)
+@click.option(
     "--epochs",
     type=click.IntRange(min=1),
     default=20,
@@ -425,12 +440,12 @@ def train_dpo_command(**arguments) -> None:
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
 def train_token_rm_command(**arguments) -> None:
-    """Train a token reward model on a frozen backbone.
+    """Train a token reward model on a frozen or partly trained backbone.
 
     The checkpoint has the reference layout (backbone and score_head of shape
     (vocab, hidden)), so token_rm loads it as a guide or a chunk scorer. The
-    backbone runs once and its states are cached, so training takes minutes
-    on a CPU; running the same command again resumes a stopped run.
+    frozen layers run once and their states are cached, so training takes
+    minutes on a CPU; running the same command again resumes a stopped run.
     """
     from .training.token_rm import TokenRMOptions, train_token_rm
 

@@ -1,11 +1,16 @@
 """Training token reward models in the reference checkpoint layout.
 
-The model is a frozen transformer backbone with a trained head. The head maps
-the hidden state ``h_s`` of a prefix into the space of the backbone's frozen
-input embeddings, so that ``Q(s, a) = e_a · (W h_s)``: it scores every token
-``a`` of the vocabulary, including tokens never seen in training. It is saved
-as ``score_head.weight = E W`` of shape (vocab, hidden), so ``token_rm`` loads
-it like any token reward model.
+The model is a transformer backbone with a trained head. The head maps the
+hidden state ``h_s`` of a prefix into the space of the backbone's frozen input
+embeddings and adds a term shared by every token, so that
+``Q(s, a) = e_a · (W h_s) + u · h_s``: it scores every token ``a`` of the
+vocabulary, including tokens never seen in training. It is saved as
+``score_head.weight = E W + 1 uᵀ`` of shape (vocab, hidden), so ``token_rm``
+loads it like any token reward model.
+
+By default the backbone is frozen. ``train_layers`` also trains its top
+layers and its final norm. The states that enter those layers are cached, so
+an epoch runs only the trained layers.
 
 Objectives:
 
@@ -16,8 +21,9 @@ Objectives:
   last token should exceed the rejected one's; the metric is pairwise
   accuracy on held-out pairs.
 
-The backbone runs once over the data; its hidden states are cached in the
-work folder, so training epochs (and a resumed run) cost only the head.
+The frozen part of the backbone runs once over the data; its hidden states
+are cached in the work folder, so training epochs (and a resumed run) cost
+only the trained part.
 ``layers`` keeps the first layers of the backbone, which is both cheaper and,
 for sentiment, often more linearly separable than the last layer.
 """
@@ -28,6 +34,7 @@ import json
 import logging
 import math
 import shutil
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -68,6 +75,9 @@ class TokenRMOptions:
         max_tokens: tokens kept per sequence (prompt and response together).
         layers: keep only the first this many transformer layers; None keeps
             every layer.
+        train_layers: train this many top layers of the kept ones, and the
+            final norm, with the head; 0 keeps the backbone frozen.
+        backbone_learning_rate: AdamW learning rate of the trained layers.
         epochs: passes over the training data.
         learning_rate: AdamW learning rate of the head.
         weight_decay: AdamW weight decay of the head.
@@ -82,6 +92,8 @@ class TokenRMOptions:
     eval_rows: int | None = None
     max_tokens: int = 128
     layers: int | None = None
+    train_layers: int = 0
+    backbone_learning_rate: float = 1e-4
     epochs: int = 20
     learning_rate: float = 1e-3
     weight_decay: float = 0.01
@@ -91,19 +103,140 @@ class TokenRMOptions:
 
 @dataclass
 class Encoded:
-    """Cached backbone states of sequences: what the head trains on.
+    """Cached backbone states of sequences: what the trained part reads.
 
     Attributes:
-        states: hidden state of every prefix, shape (sequences, length, hidden).
+        states: the state of every prefix that enters the trained part: the
+            backbone's output when it is frozen, else the input of its first
+            trained layer; shape (sequences, length, hidden).
+        input_ids: the token at each prefix position, shape (sequences, length).
         next_tokens: the token that follows each prefix, shape (sequences, length).
         valid: whether a position has a real next token, shape (sequences, length).
         labels: 1 or 0 per sequence, or None for pairs.
     """
 
     states: torch.Tensor
+    input_ids: torch.Tensor
     next_tokens: torch.Tensor
     valid: torch.Tensor
     labels: torch.Tensor | None
+
+    def input_mask(self, rows: torch.Tensor) -> torch.Tensor:
+        """Return the attention mask of some sequences' prefix positions."""
+        first = torch.ones(len(rows), 1, dtype=torch.long)
+        return torch.cat([first, self.valid[rows, :-1].long()], dim=1)
+
+
+class ValueHead(torch.nn.Module):
+    """The trained part of a token reward model: top layers (if any) and head.
+
+    Args:
+        backbone: the backbone; only its top ``train_layers`` layers and its
+            final norm are trained, and only when ``train_layers`` > 0.
+        embeddings: the frozen input embeddings E, shape (vocab, embedding).
+        train_layers: how many top layers of the backbone are trained.
+    """
+
+    def __init__(self, backbone, embeddings: torch.Tensor, train_layers: int):
+        super().__init__()
+        hidden = backbone.config.get_text_config().hidden_size
+        self.project = torch.nn.Linear(hidden, embeddings.shape[1], bias=False)
+        self.shared = torch.nn.Parameter(torch.zeros(hidden))
+        torch.nn.init.zeros_(self.project.weight)
+        self.embeddings = embeddings
+        self.train_layers = train_layers
+        # A list keeps the backbone out of this module's state_dict.
+        self._backbone = [backbone]
+
+    @property
+    def backbone(self):
+        """The backbone whose top layers this head trains."""
+        return self._backbone[0]
+
+    def backbone_parameters(self) -> list[torch.nn.Parameter]:
+        """Return the trained parameters of the backbone."""
+        if not self.train_layers:
+            return []
+        backbone = self.backbone
+        layers = decoder_layers(backbone)
+        frozen = {id(p) for p in backbone.get_input_embeddings().parameters()}
+        for layer in layers[: len(layers) - self.train_layers]:
+            frozen.update(id(p) for p in layer.parameters())
+        return [p for p in backbone.parameters() if id(p) not in frozen]
+
+    def hidden(self, data: Encoded, rows: torch.Tensor) -> torch.Tensor:
+        """Return the backbone's output at the prefixes of some sequences."""
+        if not self.train_layers:
+            return data.states[rows]
+        backbone = self.backbone
+        with injected_states(backbone, self.train_layers, data.states[rows]):
+            output = backbone(
+                input_ids=data.input_ids[rows],
+                attention_mask=data.input_mask(rows),
+                use_cache=False,
+            )
+        return output.last_hidden_state
+
+    def forward(self, data: Encoded, rows: torch.Tensor) -> torch.Tensor:
+        """Return Q at every prefix of some sequences, shape (rows, length)."""
+        hidden = self.hidden(data, rows)
+        token_term = self.project(hidden) * self.embeddings[data.next_tokens[rows]]
+        return token_term.sum(-1) + hidden @ self.shared
+
+    def score_head(self) -> torch.Tensor:
+        """Return the head as a (vocab, hidden) matrix: E W + 1 uᵀ."""
+        return self.embeddings @ self.project.weight + self.shared[None, :]
+
+
+def decoder_layers(backbone) -> torch.nn.ModuleList:
+    """Return the list of transformer layers of a backbone.
+
+    Raises:
+        DataError: the backbone keeps its layers under another name.
+    """
+    for name in ("layers", "h", "blocks"):
+        layers = getattr(backbone, name, None)
+        if isinstance(layers, torch.nn.ModuleList):
+            return layers
+    raise DataError(
+        f"{type(backbone).__name__} has no 'layers' or 'h' list of transformer "
+        "layers, so train_layers is not supported for it; use train_layers=0"
+    )
+
+
+class _Replay(torch.nn.Module):
+    """Stands in for the frozen layers: returns the cached states they produce."""
+
+    def __init__(self, states: torch.Tensor) -> None:
+        super().__init__()
+        self.states = states
+
+    def forward(self, *args, **kwargs) -> torch.Tensor:
+        return self.states
+
+
+@contextmanager
+def injected_states(backbone, train_layers: int, states: torch.Tensor):
+    """Run only the top layers of a backbone, starting from cached states.
+
+    The frozen layers are replaced by a module that returns ``states``, so the
+    backbone's own forward builds the masks and position data of the trained
+    layers.
+    """
+    # NOTE: this relies on the model loop taking each layer's return value as
+    # the next hidden states, as the Llama, Gemma 3 and GPT-2 models of
+    # transformers 5 do; a model whose layers return tuples fails here.
+    layers = decoder_layers(backbone)
+    frozen = len(layers) - train_layers
+    originals = [layers[i] for i in range(frozen)]
+    replay = _Replay(states)
+    try:
+        for i in range(frozen):
+            layers[i] = replay
+        yield
+    finally:
+        for i, layer in enumerate(originals):
+            layers[i] = layer
 
 
 def train_token_rm(options: TokenRMOptions) -> dict[str, Any]:
@@ -113,7 +246,7 @@ def train_token_rm(options: TokenRMOptions) -> dict[str, Any]:
     pairs = "chosen" in records[0] and "rejected" in records[0]
     train, held_out = _split(records, options)
     backbone, tokenizer = _load_backbone(options)
-    embeddings = backbone.get_input_embeddings().weight.detach().float()
+    embeddings = backbone.get_input_embeddings().weight.detach().float().clone()
     work = Path(options.out).with_name(f".{Path(options.out).name}.training")
     work.mkdir(parents=True, exist_ok=True)
     encode = _encode_pairs if pairs else _encode_labelled
@@ -123,12 +256,13 @@ def train_token_rm(options: TokenRMOptions) -> dict[str, Any]:
     eval_data = _cached(
         work / "eval.pt", lambda: encode(backbone, tokenizer, held_out, options)
     )
-    head = _train_head(train_data, eval_data, embeddings, pairs, options, work)
-    metrics = _evaluate(head, eval_data, embeddings, pairs)
+    head = ValueHead(backbone, embeddings, options.train_layers)
+    _train_head(head, train_data, eval_data, pairs, options, work)
+    metrics = _evaluate(head, eval_data, pairs)
     metrics["train_" + next(iter(metrics))] = next(
-        iter(_evaluate(head, train_data, embeddings, pairs).values())
+        iter(_evaluate(head, train_data, pairs).values())
     )
-    _save(backbone, tokenizer, head, embeddings, options, metrics, work)
+    _save(backbone, tokenizer, head, options, metrics, work)
     shutil.rmtree(work, ignore_errors=True)
     return metrics
 
@@ -159,8 +293,16 @@ def _load_backbone(options: TokenRMOptions) -> tuple[torch.nn.Module, Any]:
                 f"{text_config.num_hidden_layers}, the layers of {options.model!r}"
             )
         text_config.num_hidden_layers = options.layers
+    if options.train_layers >= text_config.num_hidden_layers:
+        raise DataError(
+            f"train_layers={options.train_layers} leaves no frozen layer of the "
+            f"{text_config.num_hidden_layers} kept; use at most "
+            f"{text_config.num_hidden_layers - 1}"
+        )
     backbone = AutoModel.from_pretrained(path, config=config, dtype=torch.float32)
     backbone.eval().requires_grad_(False)
+    if options.train_layers:
+        decoder_layers(backbone)
     return backbone, AutoTokenizer.from_pretrained(path)
 
 
@@ -187,8 +329,7 @@ def _encode_labelled(backbone, tokenizer, records, options) -> Encoded:
         [binary_label(r[label_column], options.data, i) for i, r in enumerate(records)],
         dtype=torch.float32,
     )
-    states, next_tokens, valid = _run_backbone(backbone, sequences, options)
-    return Encoded(states, next_tokens, valid, labels)
+    return Encoded(*_run_backbone(backbone, sequences, options), labels)
 
 
 def _encode_pairs(backbone, tokenizer, records, options) -> Encoded:
@@ -198,8 +339,7 @@ def _encode_pairs(backbone, tokenizer, records, options) -> Encoded:
     for pair in pairs:
         for response in (pair["chosen"], pair["rejected"]):
             sequences.append(_token_ids(tokenizer, pair["prompt"] + response, options))
-    states, next_tokens, valid = _run_backbone(backbone, sequences, options)
-    return Encoded(states, next_tokens, valid, None)
+    return Encoded(*_run_backbone(backbone, sequences, options), None)
 
 
 def _token_ids(tokenizer, text: str, options: TokenRMOptions) -> list[int]:
@@ -211,10 +351,16 @@ def _token_ids(tokenizer, text: str, options: TokenRMOptions) -> list[int]:
 
 @torch.no_grad()
 def _run_backbone(backbone, sequences: list[list[int]], options: TokenRMOptions):
-    """Return the states of each prefix and the token after it, right padded."""
+    """Return the cached states, input ids, next tokens and valid mask.
+
+    Sequences are right padded. The states are the backbone's output, or the
+    input of its first trained layer when ``train_layers`` > 0.
+    """
     width = max(len(ids) for ids in sequences)
     hidden = backbone.config.get_text_config().hidden_size
+    frozen = len(decoder_layers(backbone)) - options.train_layers
     states = torch.zeros(len(sequences), width - 1, hidden)
+    input_ids = torch.zeros(len(sequences), width - 1, dtype=torch.long)
     next_tokens = torch.zeros(len(sequences), width - 1, dtype=torch.long)
     valid = torch.zeros(len(sequences), width - 1, dtype=torch.bool)
     size = 16
@@ -227,56 +373,60 @@ def _run_backbone(backbone, sequences: list[list[int]], options: TokenRMOptions)
         for i, sequence in enumerate(batch):
             ids[i, : len(sequence)] = torch.tensor(sequence)
             mask[i, : len(sequence)] = 1
-        output = backbone(input_ids=ids, attention_mask=mask).last_hidden_state
+        output = backbone(
+            input_ids=ids,
+            attention_mask=mask,
+            output_hidden_states=bool(options.train_layers),
+            use_cache=False,
+        )
+        if options.train_layers:
+            output_states = output.hidden_states[frozen]
+        else:
+            output_states = output.last_hidden_state
         rows = slice(start, start + len(batch))
-        states[rows] = output[:, :-1].float()
+        states[rows] = output_states[:, :-1].float()
+        input_ids[rows] = ids[:, :-1]
         next_tokens[rows] = ids[:, 1:]
         valid[rows] = mask[:, 1:].bool()
-    return states, next_tokens, valid
+    return states, input_ids, next_tokens, valid
 
 
-def _values(head: torch.nn.Linear, data: Encoded, embeddings, rows) -> torch.Tensor:
-    """Return Q at every prefix of some sequences, shape (rows, length)."""
-    projected = head(data.states[rows])
-    return (projected * embeddings[data.next_tokens[rows]]).sum(-1)
-
-
-def _last_values(head, data: Encoded, embeddings, rows) -> torch.Tensor:
-    values = _values(head, data, embeddings, rows)
+def _last_values(head: ValueHead, data: Encoded, rows) -> torch.Tensor:
+    values = head(data, rows)
     last = data.valid[rows].long().sum(-1) - 1
     return values.gather(1, last[:, None]).squeeze(1)
 
 
-def _train_head(train, held_out, embeddings, pairs, options, work) -> torch.nn.Linear:
-    hidden = train.states.shape[-1]
-    head = torch.nn.Linear(hidden, embeddings.shape[1], bias=False)
-    torch.nn.init.zeros_(head.weight)
-    optimizer = torch.optim.AdamW(
-        head.parameters(), lr=options.learning_rate, weight_decay=options.weight_decay
-    )
+def _train_head(head: ValueHead, train, held_out, pairs, options, work) -> None:
+    groups = [{"params": list(head.parameters()), "lr": options.learning_rate}]
+    trained = head.backbone_parameters()
+    if trained:
+        groups.append({"params": trained, "lr": options.backbone_learning_rate})
+    for parameter in trained:
+        parameter.requires_grad_(True)
+    optimizer = torch.optim.AdamW(groups, weight_decay=options.weight_decay)
     start = _restore(work / "state.pt", head, optimizer)
     count = train.states.shape[0] // (2 if pairs else 1)
     for epoch in tqdm(range(start, options.epochs), desc="epochs", unit="epoch"):
         order = torch.randperm(count, generator=torch.Generator().manual_seed(epoch))
         for begin in range(0, count, options.batch_size):
             batch = order[begin : begin + options.batch_size]
-            loss = _loss(head, train, embeddings, batch, pairs)
+            loss = _loss(head, train, batch, pairs)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-        logger.info(
-            "epoch %d: %s", epoch + 1, _evaluate(head, held_out, embeddings, pairs)
-        )
+        logger.info("epoch %d: %s", epoch + 1, _evaluate(head, held_out, pairs))
         _checkpoint(work / "state.pt", head, optimizer, epoch + 1)
-    return head
+    for parameter in trained:
+        parameter.requires_grad_(False)
 
 
-def _loss(head, data: Encoded, embeddings, batch: torch.Tensor, pairs: bool):
+def _loss(head: ValueHead, data: Encoded, batch: torch.Tensor, pairs: bool):
     if pairs:
-        chosen = _last_values(head, data, embeddings, 2 * batch)
-        rejected = _last_values(head, data, embeddings, 2 * batch + 1)
+        chosen = _last_values(head, data, 2 * batch)
+        rejected = _last_values(head, data, 2 * batch + 1)
         return -torch.nn.functional.logsigmoid(chosen - rejected).mean()
-    values = _values(head, data, embeddings, batch)
+    values = head(data, batch)
     valid = data.valid[batch]
     targets = data.labels[batch][:, None].expand_as(values)
     losses = torch.nn.functional.binary_cross_entropy_with_logits(
@@ -286,32 +436,62 @@ def _loss(head, data: Encoded, embeddings, batch: torch.Tensor, pairs: bool):
 
 
 @torch.no_grad()
-def _evaluate(head, data: Encoded, embeddings, pairs: bool) -> dict[str, float]:
+def _evaluate(head: ValueHead, data: Encoded, pairs: bool) -> dict[str, float]:
     if pairs:
         rows = torch.arange(data.states.shape[0] // 2)
-        chosen = _last_values(head, data, embeddings, 2 * rows)
-        rejected = _last_values(head, data, embeddings, 2 * rows + 1)
+        chosen = _batched_last_values(head, data, 2 * rows)
+        rejected = _batched_last_values(head, data, 2 * rows + 1)
         return {"pairwise_accuracy": float((chosen > rejected).float().mean())}
     rows = torch.arange(data.states.shape[0])
-    predicted = _last_values(head, data, embeddings, rows) > 0
+    predicted = _batched_last_values(head, data, rows) > 0
     return {"accuracy": float((predicted == data.labels.bool()).float().mean())}
 
 
-def _restore(path: Path, head, optimizer) -> int:
+def _batched_last_values(head: ValueHead, data: Encoded, rows: torch.Tensor):
+    size = 64
+    parts = [
+        _last_values(head, data, rows[i : i + size]) for i in range(0, len(rows), size)
+    ]
+    return torch.cat(parts)
+
+
+def _trained_state(head: ValueHead) -> dict[str, torch.Tensor]:
+    state = {f"head.{k}": v for k, v in head.state_dict().items()}
+    backbone = head.backbone
+    trained = {id(p) for p in head.backbone_parameters()}
+    for name, parameter in backbone.named_parameters():
+        if id(parameter) in trained:
+            state[f"backbone.{name}"] = parameter.detach().clone()
+    return state
+
+
+def _restore(path: Path, head: ValueHead, optimizer) -> int:
     if not path.is_file():
         return 0
     state = torch.load(path, weights_only=True)
-    head.load_state_dict(state["head"])
+    trained = state["trained"]
+    head.load_state_dict(
+        {
+            k.removeprefix("head."): v
+            for k, v in trained.items()
+            if k.startswith("head.")
+        }
+    )
+    parameters = dict(head.backbone.named_parameters())
+    with torch.no_grad():
+        for key, value in trained.items():
+            if key.startswith("backbone."):
+                parameters[key.removeprefix("backbone.")].copy_(value)
     optimizer.load_state_dict(state["optimizer"])
     logger.info("resuming token RM training after epoch %d", state["epoch"])
     return state["epoch"]
 
 
-def _checkpoint(path: Path, head, optimizer, epoch: int) -> None:
+def _checkpoint(path: Path, head: ValueHead, optimizer, epoch: int) -> None:
     temporary = path.with_suffix(".tmp")
     torch.save(
         {
-            "head": head.state_dict(),
+            "trained": _trained_state(head),
             "optimizer": optimizer.state_dict(),
             "epoch": epoch,
         },
@@ -320,14 +500,14 @@ def _checkpoint(path: Path, head, optimizer, epoch: int) -> None:
     temporary.replace(path)
 
 
-def _save(backbone, tokenizer, head, embeddings, options, metrics, work) -> None:
+def _save(backbone, tokenizer, head: ValueHead, options, metrics, work) -> None:
     staging = work / "final"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
     prefix = backbone.base_model_prefix
     state = {f"{prefix}.{k}": v.contiguous() for k, v in backbone.state_dict().items()}
     with torch.no_grad():
-        state[SCORE_HEAD_KEY] = (embeddings @ head.weight).contiguous()
+        state[SCORE_HEAD_KEY] = head.score_head().contiguous()
     save_file(state, str(staging / "model.safetensors"), metadata={"format": "pt"})
     config = backbone.config
     config.architectures = [type(backbone).__name__ + "ForTokenScore"]
