@@ -1027,34 +1027,15 @@ def nav_pages(nav: Any) -> list[str]:
 
 MKDOCS_CONFIG = yaml.safe_load((ROOT / "mkdocs.yml").read_text(encoding="utf-8"))
 NAV_PAGES = nav_pages(MKDOCS_CONFIG["nav"])
-WRITTEN_AFTER_BENCHMARK = "benchmarks.md"
 
 
-@pytest.mark.parametrize(
-    "page",
-    [
-        pytest.param(
-            page,
-            id=page,
-            marks=pytest.mark.xfail(
-                strict=False, reason="written after the benchmark run"
-            )
-            if page == WRITTEN_AFTER_BENCHMARK
-            else (),
-        )
-        for page in NAV_PAGES
-    ],
-)
+@pytest.mark.parametrize("page", NAV_PAGES)
 def test_mkdocs_nav_page_exists(page):
     assert (DOCS / page).is_file(), f"mkdocs.yml names docs/{page}, which is missing"
 
 
 def test_mkdocs_build_strict_succeeds(tmp_path):
     pytest.importorskip("mkdocs", reason="mkdocs is not installed")
-    if not (DOCS / WRITTEN_AFTER_BENCHMARK).is_file():
-        pytest.skip(
-            f"docs/{WRITTEN_AFTER_BENCHMARK} is written after the benchmark run"
-        )
     command = [sys.executable, "-m", "mkdocs", "build", "--strict"]
     command += ["--config-file", str(ROOT / "mkdocs.yml")]
     command += ["--site-dir", str(tmp_path / "site")]
