@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-import ivg_tasks.sentiment
+import ivg_core.data
 from ivg_core import GuidanceSpec, load_spec
 from ivg_core.runner import resolved_spec
 from ivg_tasks.sentiment import SentimentTask
@@ -450,11 +450,11 @@ def test_paper_golden_is_distilbert():
 def test_paper_default_prompts_from_hub(monkeypatch):
     requests = []
 
-    def fake_load_hub_dataset(dataset: str, split: str) -> list[dict]:
+    def fake_load_hub_dataset(dataset: str, split: str, **options) -> list[dict]:
         requests.append((dataset, split))
         return [{"text": "one two three four five six seven eight nine ten"}]
 
-    monkeypatch.setattr(ivg_tasks.sentiment, "load_hub_dataset", fake_load_hub_dataset)
+    monkeypatch.setattr(ivg_core.data, "load_hub_dataset", fake_load_hub_dataset)
     prompts = SentimentTask().load_prompts("paper", None)
 
     assert requests == [("ZHZisZZ/imdb_preference", "test")]

@@ -28,8 +28,7 @@ from conftest import (
 from rouge_score import rouge_scorer
 from transformers import AutoTokenizer
 
-import ivg_tasks.instruct
-import ivg_tasks.summarize
+import ivg_core.data
 from ivg_core import (
     DataError,
     GuidedGenerator,
@@ -578,7 +577,7 @@ def test_summarize_hub_prompts_shuffled_and_cut(monkeypatch):
         requests.append((dataset, split, shuffle_seed, limit))
         return [{"prompt": POST + "\nTL;DR:", "chosen": "TL;DR: rice burns"}]
 
-    monkeypatch.setattr(ivg_tasks.summarize, "load_hub_dataset", fake_load_hub_dataset)
+    monkeypatch.setattr(ivg_core.data, "load_hub_dataset", fake_load_hub_dataset)
     prompts = SummarizeTask().load_prompts("paper", None)
 
     assert requests == [
@@ -645,11 +644,11 @@ def test_instruct_missing_instruction_column_raises(tmp_path):
 def test_instruct_hub_prompts_alpaca_eval(monkeypatch):
     requests = []
 
-    def fake_load_hub_dataset(dataset, split):
+    def fake_load_hub_dataset(dataset, split, shuffle_seed=None, limit=None):
         requests.append((dataset, split))
         return [{"instruction": "Say hi.", "output": "Hi."}]
 
-    monkeypatch.setattr(ivg_tasks.instruct, "load_hub_dataset", fake_load_hub_dataset)
+    monkeypatch.setattr(ivg_core.data, "load_hub_dataset", fake_load_hub_dataset)
     prompts = InstructTask().load_prompts("paper-ultra-llama2-7b", None)
 
     assert requests == [("tatsu-lab/alpaca_eval", "eval")]

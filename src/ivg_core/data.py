@@ -10,7 +10,7 @@ from typing import Any
 
 from .errors import DataError
 
-__all__ = ["load_hub_dataset", "read_records", "require_column"]
+__all__ = ["load_hub_dataset", "load_records", "read_records", "require_column"]
 
 logger = logging.getLogger(__name__)
 
@@ -129,3 +129,25 @@ def _json(path: Path, text: str, line: int | None = None) -> Any:
     except json.JSONDecodeError as error:
         where = f" line {line}" if line is not None else ""
         raise DataError(f"{str(path)!r}{where} is not valid JSON: {error}") from None
+
+
+def load_records(
+    source: str,
+    split: str,
+    shuffle_seed: int | None = None,
+    limit: int | None = None,
+) -> list[dict[str, Any]]:
+    """Return the records of a local file or of a Hub dataset ``hf:DATASET[:SPLIT]``.
+
+    Args:
+        source: a CSV, JSON Lines or JSON file, or ``hf:DATASET[:SPLIT]``.
+        split: the Hub split to load when ``source`` names none.
+        shuffle_seed: shuffle a Hub split with this seed first.
+        limit: keep only the first ``limit`` records of a Hub split.
+    """
+    if not source.startswith(HUB_PREFIX):
+        return read_records(source)
+    dataset, _, named_split = source.removeprefix(HUB_PREFIX).partition(":")
+    return load_hub_dataset(
+        dataset, named_split or split, shuffle_seed=shuffle_seed, limit=limit
+    )

@@ -19,7 +19,7 @@ import json
 from pathlib import Path
 
 from ivg_core import DataError, TaskPrompt, hookimpl
-from ivg_core.data import HUB_PREFIX, load_hub_dataset, read_records, require_column
+from ivg_core.data import load_records, require_column
 
 from ..presets import PresetTask
 from .presets import PRESETS
@@ -54,11 +54,7 @@ class InstructTask(PresetTask):
                 f"the {preset} preset has no default prompts; pass --prompts with "
                 "a JSON Lines or JSON file of instructions"
             )
-        if source.startswith(HUB_PREFIX):
-            dataset, _, split = source.removeprefix(HUB_PREFIX).partition(":")
-            records = load_hub_dataset(dataset, split or "train")
-        else:
-            records = read_records(source)
+        records = load_records(source, "train")
         column = require_column(records, ["prompt", "instruction"], source)
         return [
             TaskPrompt(i, str(record[column]), reference_answer(record))

@@ -19,7 +19,7 @@ from importlib.resources import files
 from pathlib import Path
 
 from ivg_core import TaskPrompt, hookimpl
-from ivg_core.data import HUB_PREFIX, load_hub_dataset, read_records, require_column
+from ivg_core.data import load_records, require_column
 
 from ..presets import PresetTask
 from .presets import PRESETS
@@ -78,12 +78,7 @@ class SentimentTask(PresetTask):
         source = source or self.preset(preset).prompts
         if source == "builtin":
             return self._builtin_prompts()
-        if source.startswith(HUB_PREFIX):
-            dataset, _, split = source.removeprefix(HUB_PREFIX).partition(":")
-            return self._prompts_from(
-                load_hub_dataset(dataset, split or "test"), source
-            )
-        return self._prompts_from(read_records(source), source)
+        return self._prompts_from(load_records(source, "test"), source)
 
     def _builtin_prompts(self) -> list[TaskPrompt]:
         text = files(__package__).joinpath("openings.txt").read_text(encoding="utf-8")

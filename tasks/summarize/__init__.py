@@ -17,7 +17,7 @@ ends at the first newline. Sources, chosen with ``prompts``:
 from __future__ import annotations
 
 from ivg_core import DataError, TaskPrompt, hookimpl
-from ivg_core.data import HUB_PREFIX, load_hub_dataset, read_records
+from ivg_core.data import load_records
 
 from ..presets import PresetTask
 from .presets import PRESETS
@@ -57,16 +57,9 @@ class SummarizeTask(PresetTask):
                 f"the {preset} preset has no default prompts; pass --prompts with "
                 "a JSON Lines file of TL;DR posts"
             )
-        if source.startswith(HUB_PREFIX):
-            dataset, _, split = source.removeprefix(HUB_PREFIX).partition(":")
-            records = load_hub_dataset(
-                dataset,
-                split or "test",
-                shuffle_seed=HUB_SHUFFLE_SEED,
-                limit=HUB_ROWS,
-            )
-        else:
-            records = read_records(source)
+        records = load_records(
+            source, "test", shuffle_seed=HUB_SHUFFLE_SEED, limit=HUB_ROWS
+        )
         return [_prompt(i, record, source) for i, record in enumerate(records)]
 
 

@@ -7,7 +7,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from ..data import HUB_PREFIX, load_hub_dataset, read_records, require_column
+from .. import data
+from ..data import require_column
 from ..errors import DataError
 
 __all__ = [
@@ -26,10 +27,7 @@ NEGATIVE_LABELS = {"0", "negative", "neg", "false", "no"}
 
 def load_records(source: str, split: str = "train") -> list[dict[str, Any]]:
     """Return records from a local file or ``hf:DATASET[:SPLIT]``."""
-    if source.startswith(HUB_PREFIX):
-        dataset, _, named_split = source.removeprefix(HUB_PREFIX).partition(":")
-        return load_hub_dataset(dataset, named_split or split)
-    return read_records(source)
+    return data.load_records(source, split)
 
 
 def pair_records(records: list[dict], source: str) -> list[dict[str, str]]:
