@@ -223,9 +223,9 @@ def injected_states(backbone, train_layers: int, states: torch.Tensor):
     backbone's own forward builds the masks and position data of the trained
     layers.
     """
-    # NOTE: this relies on the model loop taking each layer's return value as
-    # the next hidden states, as the Llama, Gemma 3 and GPT-2 models of
-    # transformers 5 do; a model whose layers return tuples fails here.
+    # NOTE: the model loop must take each layer's return value as the next
+    # hidden states, as Llama, Gemma 3 and GPT-2 do in transformers 5. A model
+    # whose layers return tuples fails here.
     layers = decoder_layers(backbone)
     frozen = len(layers) - train_layers
     originals = [layers[i] for i in range(frozen)]
